@@ -1,0 +1,71 @@
+"""Hydra glue: where the configs live, the resolvers they use, and instantiation whose errors a
+user can read in one line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dotenv import find_dotenv, load_dotenv
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from reslab.errors import ConfigError, ReslabError
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+log = logging.getLogger("reslab")
+T = TypeVar("T")
+
+
+def arch_name(model: DictConfig) -> str:
+    """`resnet-56` / `plain-56`: the paper's names, used for run names and dirs."""
+    kind = "resnet" if model.get("residual", True) else "plain"
+    depth = model.get("depth")
+    if depth is None:
+        depth = str(model.get("_target_", "model")).rsplit(".", 1)[-1]
+    return f"{kind}-{depth}"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("arch"):
+        OmegaConf.register_new_resolver("arch", arch_name)
+
+
+def load_env() -> None:
+    """Read `.env` from the working directory (or a parent) so `DATA_DIR`, `WANDB_*` apply."""
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+
+
+def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate` with the root cause of a failure as a one-line error."""
+    if node is None:
+        return None
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        if isinstance(cause, ReslabError):
+            raise cause from None
+        msg = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise ConfigError(f"{key}: {msg}") from None
+
+
+def user_errors_as_one_line(fn: Callable[..., T]) -> Callable[..., T]:
+    """Print a `ReslabError` as one line and exit 2 instead of a long traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ReslabError as e:
+            log.error("%s", e)
+            print(f"reslab: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,91 @@
+"""`reslab-train`: compose the config, instantiate every object from it, fit, test."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from reslab.config import (
+    CONFIG_DIR,
+    build,
+    load_env,
+    log,
+    register_resolvers,
+    user_errors_as_one_line,
+)
+from reslab.errors import ConfigError
+
+
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    """The network from `model`, wrapped with `optimizer` and `scheduler` by `module`."""
+    net = build(cfg.model, "model")
+    module = build(
+        cfg.module,
+        "module",
+        net=net,
+        optimizer=build(cfg.optimizer, "optimizer"),
+        scheduler=build(cfg.get("scheduler"), "scheduler"),
+    )
+    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+    return module
+
+
+def check_head(module: Any, datamodule: Any) -> None:
+    if module.num_classes != datamodule.num_classes:
+        raise ConfigError(
+            f"model.num_classes={module.num_classes} but the data has {datamodule.num_classes} "
+            "classes; drop the override (it follows data.num_classes) or pick matching data"
+        )
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
+    loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items()]
+    return build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build(cfg.data, "data")
+    module = build_module(cfg)
+    check_head(module, datamodule)
+    trainer = build_trainer(cfg)
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+        trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    summary = {
+        "run_name": cfg.run_name,
+        "params": sum(p.numel() for p in module.net.parameters()),
+        "steps": trainer.global_step,
+        "wall_time_s": round(time.time() - start, 2),
+        "metrics": metrics,
+    }
+    if trainer.is_global_zero:
+        Path(cfg.paths.output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("summary: %s", json.dumps(summary))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@user_errors_as_one_line
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+load_env()
+register_resolvers()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Every config file composes, and every object in it instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from reslab.config import CONFIG_DIR, build, register_resolvers
+from reslab.data import CIFARDataModule
+from reslab.module import ImageClassifier
+from reslab.train import build_module, build_trainer
+
+register_resolvers()
+GROUPS = Path(CONFIG_DIR)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (GROUPS / group).glob("*.yaml"))
+
+
+def compose_train(tmp_path: Path, overrides: list[str], name: str = "train") -> DictConfig:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.data_dir = str(tmp_path / "data")
+        del cfg.hydra  # as in a real run: the task function never sees it
+    return cfg
+
+
+def test_default_is_the_paper_recipe(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, [])
+    assert cfg.model.depth == 20 and cfg.model.shortcut == "A" and cfg.model.residual
+    assert cfg.data.name == "cifar10" and cfg.data.batch_size == 128
+    assert cfg.optimizer.lr == 0.1 and cfg.optimizer.momentum == 0.9
+    assert cfg.optimizer.weight_decay == 1e-4
+    assert list(cfg.scheduler.scheduler.milestones) == [32000, 48000]
+    assert cfg.scheduler.interval == "step" and cfg.trainer.max_steps == 64000
+    assert cfg.run_name == "resnet-20_seed0"
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_configs(tmp_path: Path, name: str) -> None:
+    if name == "resnet1202":
+        pytest.skip("built in test_models; too slow to build twice")
+    cfg = compose_train(tmp_path, [f"model={name}"])
+    net = build(cfg.model, "model")
+    assert net.fc.out_features == 10
+    size = 32 if cfg.model._target_.endswith("cifar_resnet") else 64
+    assert net(torch.randn(1, 3, size, size)).shape == (1, 10)
+
+
+def test_plain_twin_and_any_depth_by_override(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, ["model.residual=false", "model.depth=8", "seed=3"])
+    net = build(cfg.model, "model")
+    assert not net.residual and len(net.layer1) == 1
+    assert cfg.run_name == "plain-8_seed3"
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data_configs(tmp_path: Path, name: str) -> None:
+    cfg = compose_train(tmp_path, [f"data={name}"])
+    data = build(cfg.data, "data")
+    assert isinstance(data, CIFARDataModule) and data.num_classes == cfg.data.num_classes
+    assert build(cfg.model, "model").fc.out_features == data.num_classes
+
+
+@pytest.mark.parametrize("name", options("augmentation"))
+def test_augmentation_configs(tmp_path: Path, name: str) -> None:
+    cfg = compose_train(tmp_path, [f"augmentation={name}"])
+    data = build(cfg.data, "data")
+    out = data.train_transform(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optimizer_and_scheduler_configs(tmp_path: Path, optimizer: str, scheduler: str) -> None:
+    cfg = compose_train(tmp_path, [f"optimizer={optimizer}", f"scheduler={scheduler}"])
+    module = build_module(cfg)
+    assert isinstance(module, ImageClassifier)
+    config = module.configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.Optimizer)
+    assert config["lr_scheduler"]["interval"] == "step"
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.LRScheduler)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+@pytest.mark.parametrize("logger", options("logger"))
+def test_trainer_logger_callback_configs(tmp_path: Path, trainer: str, logger: str) -> None:
+    if trainer == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    cfg = compose_train(tmp_path, [f"trainer={trainer}", f"logger={logger}"])
+    t = build_trainer(cfg)
+    assert isinstance(t, L.Trainer) and t.max_steps == 64000
+    assert t.loggers and t.checkpoint_callback is not None
+
+
+@pytest.mark.parametrize("group", ["experiment", "debug"])
+def test_global_configs(tmp_path: Path, group: str) -> None:
+    for name in options(group):
+        cfg = compose_train(tmp_path, [f"{group}={name}"])
+        build_module(cfg)
+        build(cfg.data, "data")
+        build_trainer(cfg)
+
+
+def test_eval_config(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, ["ckpt_path=x.ckpt"], name="eval")
+    assert cfg.get("data") is None and cfg.logger is None
+    cfg = compose_train(tmp_path, ["ckpt_path=x.ckpt", "data=cifar100"], name="eval")
+    assert cfg.data.num_classes == 100
+
+
+def test_several_loggers_at_once(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, ["logger=[csv,tensorboard]"])
+    assert set(cfg.logger) == {"csv", "tensorboard"}
+    assert len(build_trainer(cfg).loggers) == 2
