@@ -99,3 +99,17 @@ def test_bad_input_is_one_line_and_exit_2(override: str, needle: str, tmp_path: 
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("reslab: error:"))
     assert needle in line
     assert not list(tmp_path.glob("train/runs/*/checkpoints"))
+
+
+def test_resume_continues_in_the_same_run_dir(trained: Path, cifar10_root: Path) -> None:
+    run(
+        ["reslab-train", *FAST, "trainer.max_steps=30", f"hydra.run.dir={trained}", "resume=true"],
+        cifar10_root,
+        trained.parent.parent.parent,
+    )
+    assert (
+        torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 30
+    )
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["steps"] == 30
+    assert len(list(trained.parent.iterdir())) == 1  # no new run dir

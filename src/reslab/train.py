@@ -50,6 +50,14 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
 
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """`ckpt_path` if given; with `resume=true`, this run dir's last checkpoint if any."""
+    if cfg.get("ckpt_path"):
+        return cfg.ckpt_path
+    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    return str(last) if cfg.get("resume") and last.is_file() else None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
     L.seed_everything(cfg.seed, workers=True)
@@ -58,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_head(module, datamodule)
     trainer = build_trainer(cfg)
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
