@@ -30,9 +30,7 @@ SE_REDUCTION = 16  # Hu et al. 2018: r = 16 is their accuracy/cost trade-off for
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False
-    )
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -404,6 +402,10 @@ IMAGENET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
     152: ("bottleneck", (3, 8, 36, 3)),
 }
 CONVS_PER_BLOCK = {"basic": 2, "bottleneck": 3, "inverted": 3}
+CIFAR_DEPTHS = {
+    6: "6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...)",
+    9: "9n+2 with n >= 1 for 3-conv blocks (11, 20, 29, 56, 110, 164, 1001, ...)",
+}
 
 
 def cifar_resnet(
@@ -422,10 +424,8 @@ def cifar_resnet(
     _check_choice("block", block, tuple(BLOCKS))
     per_stage = 3 * CONVS_PER_BLOCK[block]
     if not isinstance(depth, int) or depth < per_stage + 2 or (depth - 2) % per_stage:
-        examples = [per_stage * n + 2 for n in (1, 2, 3, 4, 6)]
         raise ConfigError(
-            f"model.depth={depth} is not a CIFAR ResNet depth for block={block!r}; use "
-            f"{per_stage}n+2 with n >= 1 ({', '.join(map(str, examples))}, ...)"
+            f"model.depth={depth} is not a CIFAR ResNet depth; use {CIFAR_DEPTHS[per_stage]}"
         )
     n = (depth - 2) // per_stage
     return ResNet(
