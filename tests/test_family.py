@@ -143,11 +143,6 @@ def test_zero_init_residual_makes_every_kind_of_block_the_identity() -> None:
         cifar_resnet(11, block="inverted", shortcut="B", zero_init_residual=True),
     ):
         net.eval()
-        x = (
-            torch.randn(1, *[net.layer1[1].conv1.in_channels, 8, 8])
-            if len(net.layer1) > 1
-            else None
-        )
         block = net.layer3[0]
         x = torch.randn(1, block.conv1.in_channels, 8, 8)
         skip = block.downsample(torch.relu(block.bn1(x)) if block.preact else x)
