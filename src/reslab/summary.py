@@ -122,7 +122,8 @@ def main(cfg: DictConfig) -> None:
         raise ConfigError(f"input_size={size!r} is not valid; use a positive integer (32, 224)")
     model = build(cfg.model, "model")
     rows = summarize(model, (int(cfg.model.get("in_channels", 3)), size, size))
-    Console(width=120).print(render(cfg, rows, size, table1_gflops(cfg.model)))
+    paper = table1_gflops(cfg.model) if size == 224 else None  # Table 1 is at 224x224
+    Console(width=120).print(render(cfg, rows, size, paper))
 
 
 register_resolvers()
