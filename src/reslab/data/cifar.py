@@ -1,0 +1,178 @@
+"""CIFAR-10/100 through torchvision's datasets, with the paper's 45k/5k split as an option."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+from torchvision.transforms import v2
+
+from reslab.errors import ConfigError, DataError
+
+
+class _Checked:
+    """torchvision's CIFAR classes re-check md5s on every construction, and reject files in the
+    official format that are not the official bytes (tests, subsets). We check once, in
+    `prepare_data`, with errors that name the file; here only the files' presence."""
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root, self.base_folder)
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+class _CIFAR10(_Checked, CIFAR10):
+    pass
+
+
+class _CIFAR100(_Checked, CIFAR100):
+    pass
+
+
+DATASETS: dict[str, tuple[type[CIFAR10], int]] = {
+    "cifar10": (_CIFAR10, 10),
+    "cifar100": (_CIFAR100, 100),
+}
+
+
+def dataset_files(cls: type[CIFAR10]) -> list[tuple[str, str]]:
+    """(file name, official md5) of every file a CIFAR folder must hold."""
+    files = [(name, md5) for name, md5 in cls.train_list + cls.test_list]
+    return [*files, (cls.meta["filename"], cls.meta["md5"])]
+
+
+def build_transform(
+    augment: Sequence[Any], mean: Sequence[float], std: Sequence[float]
+) -> v2.Compose:
+    """PIL/uint8 image -> augmentations -> float in [0, 1] -> per-channel normalisation."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            *augment,
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+class CIFARDataModule(L.LightningDataModule):
+    """CIFAR-10 or CIFAR-100 in the official python format under `root`.
+
+    `val_size=5000` holds out a fixed random 5k of the 50k training images (the paper's 45k/5k
+    split); `val_size=0` validates on the test set, as the paper's curves do.
+    """
+
+    def __init__(
+        self,
+        name: str = "cifar10",
+        root: str = "data",
+        num_classes: int = 10,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        val_size: int = 0,
+        download: bool = True,
+        verify_md5: bool = True,
+        mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
+        std: Sequence[float] = (0.2470, 0.2435, 0.2616),
+        augmentation: dict[str, Sequence[Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise ConfigError(f"data.name={name!r} is not valid; choose one of {list(DATASETS)}")
+        cls, classes = DATASETS[name]
+        if num_classes != classes:
+            raise ConfigError(f"data.num_classes={num_classes} but {name} has {classes} classes")
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
+        if not 0 <= val_size < 50_000:
+            raise ConfigError(f"data.val_size={val_size} must be in [0, 50000) (5000 for 45k/5k)")
+        self.cls, self.name, self.root = cls, name, Path(root).expanduser()
+        self.num_classes, self.batch_size, self.num_workers = num_classes, batch_size, num_workers
+        self.val_size, self.download, self.verify_md5 = val_size, download, verify_md5
+        augmentation = augmentation or {}
+        self.train_transform = build_transform(augmentation.get("train", ()), mean, std)
+        self.eval_transform = build_transform(augmentation.get("eval", ()), mean, std)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.cls.base_folder
+
+    def missing_files(self) -> list[str]:
+        return [name for name, _ in dataset_files(self.cls) if not (self.folder / name).is_file()]
+
+    def prepare_data(self) -> None:
+        """Download when absent (if allowed), then check every file, naming any bad one."""
+        if self.missing_files() and self.download:
+            try:
+                download_and_extract_archive(
+                    self.cls.url, str(self.root), filename=self.cls.filename, md5=self.cls.tgz_md5
+                )
+            except Exception as e:  # network errors come in many types
+                raise DataError(self._not_found(f"download failed: {e}")) from None
+        if missing := self.missing_files():
+            raise DataError(self._not_found(f"missing {', '.join(missing)}"))
+        if self.verify_md5:
+            for name, md5 in dataset_files(self.cls):
+                if not check_integrity(str(self.folder / name), md5):
+                    raise DataError(
+                        f"{self.folder / name} is corrupt (md5 differs from the official "
+                        f"{md5}); delete {self.folder} and run again to re-download, or set "
+                        "data.verify_md5=false for a non-official copy"
+                    )
+
+    def _not_found(self, why: str) -> str:
+        return (
+            f"{self.name} not found in {self.folder} ({why}); download "
+            f"{self.cls.filename} from https://www.cs.toronto.edu/~kriz/cifar.html and extract "
+            "it into DATA_DIR (or set data.root), or allow data.download=true with network access"
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        root = str(self.root)
+        train = self.cls(root, train=True, transform=self.train_transform)
+        self.test_set = self.cls(root, train=False, transform=self.eval_transform)
+        if self.val_size:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+            held_out = copy.copy(train)
+            held_out.transform = self.eval_transform
+            self.train_set = Subset(train, order[self.val_size :].tolist())
+            self.val_set = Subset(held_out, order[: self.val_size].tolist())
+        else:
+            self.train_set, self.val_set = train, self.test_set
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
