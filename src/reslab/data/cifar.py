@@ -15,6 +15,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 from torchvision.transforms import v2
 
+from reslab.data.resumable import ResumableDataLoader
 from reslab.errors import ConfigError, DataError
 
 
@@ -158,7 +159,9 @@ class CIFARDataModule(L.LightningDataModule):
             self.train_set, self.val_set = train, self.test_set
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        # The training loader's position and RNG go into checkpoints (exact mid-epoch resume).
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
