@@ -87,18 +87,27 @@ class NonFiniteLoss(ReslabError):
 
 
 class FiniteLoss(Callback):
-    """Stop at the first NaN/Inf training loss, naming the step, before any checkpoint of the
-    diverged weights is written (Lightning runs checkpoint callbacks after the others), so the
-    last good checkpoint stays."""
+    """Stop at the first NaN/Inf training loss or weight, naming the step, before any
+    checkpoint of the diverged weights is written (Lightning runs checkpoint callbacks after
+    the others), so the last good checkpoint stays."""
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
-            last = [c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
-            kept = f"the last good checkpoint is {last[0]}" if last else "no last checkpoint"
-            raise NonFiniteLoss(
-                f"training loss is {loss.item()} at step {trainer.global_step} "
-                f"(epoch {trainer.current_epoch}); {kept}; lower optimizer.lr or check the data"
-            )
+            what = f"training loss is {loss.item()}"
+        elif not all(torch.isfinite(t).all() for t in _float_tensors(pl_module)):
+            what = "the weights or BN statistics are not finite"
+        else:
+            return
+        last = [c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+        kept = f"the last good checkpoint is {last[0]}" if last else "no last checkpoint"
+        raise NonFiniteLoss(
+            f"{what} at step {trainer.global_step} (epoch {trainer.current_epoch}); {kept}; "
+            "lower optimizer.lr or check the data"
+        )
+
+
+def _float_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
