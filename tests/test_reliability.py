@@ -146,3 +146,58 @@ def test_a_failed_sweep_job_does_not_stop_the_others_and_a_relaunch_skips_finish
     assert again.returncode == 0
     assert json.loads((done / "summary.json").read_text()) == good  # skipped, not re-run
     assert "already finished; skipping" in (done / "train.log").read_text()
+
+
+def _other_arch_ckpt(path: Path) -> Path:
+    from reslab.models import cifar_resnet
+
+    net = cifar_resnet(14)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"model": {"depth": 14}}}, path)
+    return path
+
+
+BAD = [
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1 must be positive"),
+    ("optimizer.lr=0", "optimizer.lr=0 must be positive"),
+    ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+    ("model=resnet999", "Could not find 'model/resnet999'"),
+    ("optimizer=sgdd", "Could not find 'optimizer/sgdd'"),
+    ("data=imagenet1", "Could not find 'data/imagenet1'"),
+    ("model.depth=21", "model.depth=21 is not a CIFAR ResNet depth"),
+    ("model.shortcut=D", "model.shortcut='D' is not valid"),
+    ("trainer.devices=999", "trainer.devices=999 but this machine has"),
+    ("model.num_classes=100", "model.num_classes=100 but the data has 10 classes"),
+    ("CORRUPT", "data_batch_1 is corrupt (md5 differs"),
+    ("OTHER_ARCH", "holds another architecture"),
+    ("TRUNCATED", "is not a readable Lightning checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("override", "needle"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_fails_before_compute_in_one_line(
+    override: str, needle: str, cifar10_root: Path, tmp_path: Path
+) -> None:
+    data, args = cifar10_root, [*FAST]
+    if override == "CORRUPT":
+        data = tmp_path / "data"
+        subprocess.run(["cp", "-r", str(cifar10_root), str(data)], check=True)
+        (data / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not cifar")
+        args = [a for a in args if a != "data.verify_md5=false"]
+    elif override == "OTHER_ARCH":
+        args.append(f"ckpt_path={_other_arch_ckpt(tmp_path / 'other.ckpt')}")
+    elif override == "TRUNCATED":
+        full = _other_arch_ckpt(tmp_path / "full.ckpt").read_bytes()
+        (tmp_path / "cut.ckpt").write_bytes(full[: len(full) // 2])
+        args.append(f"ckpt_path={tmp_path / 'cut.ckpt'}")
+    else:
+        args.append(override)
+    run_dir = tmp_path / "run"
+    proc = train([*args, f"hydra.run.dir={run_dir}"], data, tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if needle in ln]
+    assert len(lines) == 1, proc.stderr[-2000:]  # the error is one line, Hydra's or ours
+    assert lines[0].startswith(("reslab: error:", "In 'train': Could not find"))
+    if run_dir.exists():  # Hydra made it: only its config and the error log
+        assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}
