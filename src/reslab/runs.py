@@ -14,13 +14,15 @@ from lightning.pytorch.utilities import rank_zero_only
 SUMMARY = "summary.json"
 
 
-def finished_metrics(run_dir: str | Path) -> dict[str, float] | None:
-    """The final metrics of a run that completed in `run_dir`, else None."""
+def finished_metrics(run_dir: str | Path, max_steps: int = -1) -> dict[str, float] | None:
+    """The final metrics of a run that completed in `run_dir` (and reached `max_steps`, so a
+    longer schedule continues it), else None."""
     path = Path(run_dir, SUMMARY)
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    return summary.get("metrics", {}) if summary.get("status") == "completed" else None
+    done = summary.get("status") == "completed" and summary.get("steps", 0) >= max_steps
+    return summary.get("metrics", {}) if done else None
 
 
 def in_multirun() -> bool:
