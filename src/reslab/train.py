@@ -63,7 +63,8 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
     validate(cfg)
-    if cfg.get("resume") and (done := finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)) is not None:
+    done = finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)
+    if cfg.get("resume") and done is not None:
         log.info("%s already finished; skipping it (resume=true)", cfg.paths.output_dir)
         return done
     L.seed_everything(cfg.seed, workers=True)
