@@ -20,6 +20,8 @@ from reslab.config import (
     user_errors_as_one_line,
 )
 from reslab.errors import ConfigError
+from reslab.runs import finished_metrics
+from reslab.validate import check_checkpoint, validate
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> Any:
@@ -66,13 +68,20 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
+    validate(cfg)
+    done = finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)
+    if cfg.get("resume") and done is not None:
+        log.info("%s already finished; skipping it (resume=true)", cfg.paths.output_dir)
+        return done
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data, "data")
     module = build_module(cfg, datamodule.num_classes)
     check_head(module, datamodule)
+    if ckpt_path := resume_checkpoint(cfg):
+        check_checkpoint(ckpt_path, module)
     trainer = build_trainer(cfg)
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
@@ -80,6 +89,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     summary = {
         "run_name": cfg.run_name,
+        "status": "completed",
         "params": sum(p.numel() for p in module.net.parameters()),
         "steps": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),

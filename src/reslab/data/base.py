@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from reslab.data.resumable import ResumableDataLoader
 from reslab.errors import ConfigError
 
 
@@ -72,7 +73,9 @@ class ClassificationDataModule(L.LightningDataModule):
         return batch
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        # The training loader's position and RNG go into checkpoints (exact mid-epoch resume).
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
