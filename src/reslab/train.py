@@ -19,6 +19,7 @@ from reslab.config import (
     register_resolvers,
     user_errors_as_one_line,
 )
+from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
 
 
@@ -65,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     check_head(module, datamodule)
     trainer = build_trainer(cfg)
+    per_device_batch(cfg.data.batch_size, trainer.world_size)
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -76,6 +78,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "run_name": cfg.run_name,
         "params": sum(p.numel() for p in module.net.parameters()),
         "steps": trainer.global_step,
+        "world_size": trainer.world_size,
         "wall_time_s": round(time.time() - start, 2),
         "metrics": metrics,
     }

@@ -15,6 +15,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 from torchvision.transforms import v2
 
+from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError, DataError
 
 
@@ -160,7 +161,9 @@ class CIFARDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=per_device_batch(
+                self.batch_size, self.trainer.world_size if self.trainer else 1
+            ),
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
