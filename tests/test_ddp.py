@@ -35,8 +35,8 @@ def summary(log_dir: Path) -> dict:
 
 def test_ddp_reaches_the_metrics_of_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     # The whole 100-image train set is the global batch, so both runs see the same images in
-    # every step; only BatchNorm differs, so losses agree within 5% (statistics over each rank's 50 images: no sync BN
-    # on CPU tensors).
+    # every step; only BatchNorm differs (statistics over each rank's 50 images: no sync BN on
+    # CPU tensors), so the losses agree within 5%.
     data = write_cifar10(tmp_path / "data", per_batch=20, test=40)
     recipe = [*SMALL, "augmentation=none", "data.batch_size=100", "trainer.max_steps=3"]
     ok(train([*recipe, "trainer=cpu"], data, tmp_path / "one"))
