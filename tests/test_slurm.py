@@ -87,18 +87,6 @@ def wait_for_checkpoint(proc: subprocess.Popen, log_dir: Path) -> Path:
     raise AssertionError("the job wrote no checkpoint before it ended")
 
 
-def release_now(job_id: str) -> None:
-    """SLURM holds a requeued job back (BeginTime about 2 minutes ahead); a test need not."""
-    for _ in range(60):
-        state = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-        if state == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "BeginTime=now"], timeout=30)
-            return
-        time.sleep(0.5)
-
-
 def test_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
@@ -111,7 +99,6 @@ def test_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
         (job_dir,) = (p for p in (last.parents[2] / ".submitit").iterdir() if p.is_dir())
         job_id = job_dir.name
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        release_now(job_id)
         at_requeue = torch.load(last, weights_only=False)["global_step"]
         out = finish(proc, timeout=500)
     finally:
@@ -131,3 +118,26 @@ def test_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
         ["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30
     ).stdout
     assert "Restarts=1" in restarts
+
+
+def test_sbatch_template_runs_in_a_run_dir_named_by_the_job(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "DATA_DIR": str(cifar10_root), "RESLAB_LOG_DIR": str(tmp_path)}
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+    local = ["--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10"]
+    args = ["scripts/train.sbatch", *TINY[3:], "trainer.max_steps=3"]
+    proc = subprocess.run(
+        ["sbatch", "--wait", "--parsable", *local, f"--output={tmp_path}/%j.out", *args],
+        env=env,
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    job_id = proc.stdout.strip().split(";")[0]
+    assert proc.returncode == 0, (tmp_path / f"{job_id}.out").read_text()[-3000:]
+    summary = json.loads(
+        (tmp_path / "train" / "runs" / f"slurm-{job_id}" / "summary.json").read_text()
+    )
+    assert summary["steps"] == 3 and summary["run_name"] == "resnet-8_seed0"
