@@ -19,6 +19,7 @@ from reslab.config import (
     register_resolvers,
     user_errors_as_one_line,
 )
+from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
 from reslab.runs import finished_metrics
 from reslab.validate import check_checkpoint, validate
@@ -80,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path := resume_checkpoint(cfg):
         check_checkpoint(ckpt_path, module)
     trainer = build_trainer(cfg)
+    per_device_batch(cfg.data.batch_size, trainer.world_size)
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -92,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "status": "completed",
         "params": sum(p.numel() for p in module.net.parameters()),
         "steps": trainer.global_step,
+        "world_size": trainer.world_size,
         "wall_time_s": round(time.time() - start, 2),
         "metrics": metrics,
     }

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from reslab.data.resumable import ResumableDataLoader
+from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
 
 
@@ -77,7 +78,9 @@ class ClassificationDataModule(L.LightningDataModule):
         loader = ResumableDataLoader if shuffle else DataLoader
         return loader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=per_device_batch(
+                self.batch_size, self.trainer.world_size if self.trainer else 1
+            ),
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
