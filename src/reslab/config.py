@@ -35,6 +35,9 @@ def arch_name(model: DictConfig) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("arch"):
         OmegaConf.register_new_resolver("arch", arch_name)
+    if not OmegaConf.has_resolver("ge"):
+        # `${ge:${model.depth},110}`: a switch that follows a swept value.
+        OmegaConf.register_new_resolver("ge", lambda a, b: a >= b)
 
 
 def load_env() -> None:

@@ -20,6 +20,7 @@ from reslab.config import (
     user_errors_as_one_line,
 )
 from reslab.errors import ConfigError
+from reslab.run_summary import run_summary
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
@@ -72,13 +73,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
         trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    summary = {
-        "run_name": cfg.run_name,
-        "params": sum(p.numel() for p in module.net.parameters()),
-        "steps": trainer.global_step,
-        "wall_time_s": round(time.time() - start, 2),
-        "metrics": metrics,
-    }
+    summary = run_summary(cfg, module, trainer, datamodule, time.time() - start, metrics)
     if trainer.is_global_zero:
         Path(cfg.paths.output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("summary: %s", json.dumps(summary))
