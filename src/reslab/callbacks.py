@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,27 +78,22 @@ class ErrorWarmup(Callback):
 
 
 class ErrorTracker(Callback):
-    """Best (lowest) and final epoch value of each error metric, for the run's summary:
-    `train/err` after every training epoch, `val/err` after every validation."""
+    """Best (lowest) and final `train/err` (after every training epoch) and `val/err` (after
+    every validation), for the run's summary; Lightning only keeps the monitored best."""
 
-    def __init__(self, keys: Sequence[str] = ("train/err", "val/err")) -> None:
-        self.keys = list(keys)
-        self.history: dict[str, list[float]] = {k: [] for k in self.keys}
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {"train/err": [], "val/err": []}
 
-    def _record(self, trainer: L.Trainer) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics
-        for key in self.keys:
-            value = metrics.get(f"{key}_epoch", metrics.get(key))
-            if value is not None:
-                self.history[key].append(float(value))
+    def _record(self, trainer: L.Trainer, key: str, logged_as: str) -> None:
+        value = trainer.callback_metrics.get(logged_as)
+        if value is not None and not trainer.sanity_checking:
+            self.history[key].append(float(value))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer)
+        self._record(trainer, "train/err", "train/err_epoch")
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer)
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, "val/err", "val/err")
 
     def best_and_final(self) -> dict[str, dict[str, float | None]]:
         return {
