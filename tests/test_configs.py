@@ -10,11 +10,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from reslab.config import CONFIG_DIR, build, register_resolvers
-from reslab.data import CIFARDataModule
+from reslab.data import ClassificationDataModule
 from reslab.module import ImageClassifier
-from reslab.train import build_module, build_trainer
+from reslab.train import build_module, build_net, build_trainer
 
 register_resolvers()
 GROUPS = Path(CONFIG_DIR)
@@ -65,31 +66,40 @@ def test_plain_twin_and_any_depth_by_override(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", options("data"))
-def test_data_configs(tmp_path: Path, name: str) -> None:
+def test_data_configs(tmp_path: Path, name: str, imagefolder_root: Path) -> None:
     cfg = compose_train(tmp_path, [f"data={name}"])
+    if not name.startswith("cifar"):
+        with open_dict(cfg):
+            cfg.data.root = str(imagefolder_root)
+            cfg.data.num_classes = None
     data = build(cfg.data, "data")
-    assert isinstance(data, CIFARDataModule) and data.num_classes == cfg.data.num_classes
-    assert build(cfg.model, "model").fc.out_features == data.num_classes
+    assert isinstance(data, ClassificationDataModule)
+    assert data.num_classes == (cfg.data.num_classes or 4)
+    assert build_net(cfg, data.num_classes).fc.out_features == data.num_classes
 
 
 @pytest.mark.parametrize("name", options("augmentation"))
 def test_augmentation_configs(tmp_path: Path, name: str) -> None:
     cfg = compose_train(tmp_path, [f"augmentation={name}"])
     data = build(cfg.data, "data")
-    out = data.train_transform(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    size = cfg.augmentation.get("size", 32)
+    image = torch.randint(0, 256, (3, 300, 400) if size > 32 else (3, 32, 32), dtype=torch.uint8)
+    for transform in (data.train_transform, data.eval_transform):
+        out = transform(image)
+        assert out.shape == (3, size, size) and out.dtype == torch.float32
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optimizer_and_scheduler_configs(tmp_path: Path, optimizer: str, scheduler: str) -> None:
     cfg = compose_train(tmp_path, [f"optimizer={optimizer}", f"scheduler={scheduler}"])
-    module = build_module(cfg)
+    module = build_module(cfg, cfg.data.num_classes)
     assert isinstance(module, ImageClassifier)
     config = module.configure_optimizers()
     assert isinstance(config["optimizer"], torch.optim.Optimizer)
-    assert config["lr_scheduler"]["interval"] == "step"
-    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.LRScheduler)
+    assert config["lr_scheduler"]["interval"] in ("step", "epoch")
+    scheduler = config["lr_scheduler"]["scheduler"]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler | ReduceLROnPlateau)
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))
@@ -104,16 +114,20 @@ def test_trainer_logger_callback_configs(tmp_path: Path, trainer: str, logger: s
 
 
 @pytest.mark.parametrize("group", ["experiment", "debug"])
-def test_global_configs(tmp_path: Path, group: str) -> None:
+def test_global_configs(tmp_path: Path, group: str, imagefolder_root: Path) -> None:
     for name in options(group):
         cfg = compose_train(tmp_path, [f"{group}={name}"])
-        build_module(cfg)
-        build(cfg.data, "data")
+        if "ImageFolder" in cfg.data._target_:
+            with open_dict(cfg):
+                cfg.data.root, cfg.data.num_classes = str(imagefolder_root), None
+        data = build(cfg.data, "data")
+        build_module(cfg, data.num_classes)
         build_trainer(cfg)
 
 
 def test_eval_config(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, ["ckpt_path=x.ckpt"], name="eval")
+    assert not cfg.ten_crop and cfg.weights is None
     assert cfg.get("data") is None and cfg.logger is None
     cfg = compose_train(tmp_path, ["ckpt_path=x.ckpt", "data=cifar100"], name="eval")
     assert cfg.data.num_classes == 100

@@ -23,9 +23,15 @@ from reslab.errors import ConfigError
 from reslab.run_summary import run_summary
 
 
-def build_module(cfg: DictConfig) -> L.LightningModule:
-    """The network from `model`, wrapped with `optimizer` and `scheduler` by `module`."""
-    net = build(cfg.model, "model")
+def build_net(cfg: DictConfig, num_classes: int) -> Any:
+    """The network from `model`; its head follows the data unless the config fixes it."""
+    fixed = cfg.model.get("num_classes") is not None
+    return build(cfg.model, "model", **({} if fixed else {"num_classes": num_classes}))
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> L.LightningModule:
+    """The network, wrapped with `optimizer` and `scheduler` by `module`."""
+    net = build_net(cfg, num_classes)
     module = build(
         cfg.module,
         "module",
@@ -63,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data, "data")
-    module = build_module(cfg)
+    module = build_module(cfg, datamodule.num_classes)
     check_head(module, datamodule)
     trainer = build_trainer(cfg)
     start = time.time()
