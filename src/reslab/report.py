@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import math
 import statistics
 import sys
@@ -16,17 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from reslab.config import user_errors_as_one_line  # noqa: E402
-from reslab.errors import ConfigError  # noqa: E402
-
-log = logging.getLogger("reslab")
+from reslab.config import user_errors_as_one_line
+from reslab.errors import ConfigError
 
 
 @dataclass
@@ -190,8 +184,9 @@ def plot_curves(runs: Sequence[Run]) -> Figure:
     validation) vs iterations; plain nets left, residual nets right, one colour per depth."""
     groups = _by_arch(runs)
     depths = sorted({d for _, d in groups})
-    colour = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(depths)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colour = {d: colormaps["tab10"](i % 10) for i, d in enumerate(depths)}
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, residual in zip(axes, (False, True), strict=True):
         for depth in depths:
             group = groups.get((residual, depth), [])
@@ -228,9 +223,10 @@ def plot_gradients(runs: Sequence[Run]) -> Figure:
     stages = sorted(
         {k.split("/", 1)[1] for r in runs for k in r.curves if k.startswith("grad_norm/")}
     )
-    fig, (ax_grad, ax_ratio) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax_grad, ax_ratio = fig.subplots(1, 2)
     for i, stage in enumerate(stages):
-        colour = plt.get_cmap("tab10")(i % 10)
+        colour = colormaps["tab10"](i % 10)
         for residual, style in ((False, "--"), (True, "-")):
             points = [
                 (d, m)
@@ -291,7 +287,6 @@ def report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
     write_csv(rows, out_dir / "table.csv")
     for name, fig in (("curves", plot_curves(runs)), ("gradients", plot_gradients(runs))):
         fig.savefig(out_dir / f"{name}.png", dpi=120)
-        plt.close(fig)
     print(text)
     print(f"report of {len(runs)} runs ({len(issues)} not in the table) written to {out_dir}")
     return out_dir
