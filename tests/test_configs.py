@@ -152,3 +152,40 @@ def test_slurm_launcher_configs(launcher: str) -> None:
     assert params.max_num_timeout > 0 and params.signal_delay_s < params.timeout_min * 60
     assert params.gpus_per_node == (3 if launcher == "slurm" else None)
     assert type(build(params, "hydra.launcher")).__name__ == "SlurmLauncher"
+
+
+@pytest.mark.parametrize("name", options("callbacks"))
+def test_callback_configs(tmp_path: Path, name: str) -> None:
+    cfg = compose_train(tmp_path, [f"callbacks=[default,{name}]"])
+    callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items()]
+    assert {type(c).__name__ for c in callbacks} >= {"ModelCheckpoint", "ErrorTracker"}
+    assert len(build_trainer(cfg).callbacks) >= len(callbacks)
+
+
+@pytest.mark.parametrize(("depth", "warm"), [(56, False), (110, True), (1202, True)])
+def test_table6_warms_up_from_depth_110(tmp_path: Path, depth: int, warm: bool) -> None:
+    cfg = compose_train(tmp_path, ["experiment=cifar10_table6", f"model.depth={depth}"])
+    warmup = build(cfg.callbacks.lr_warmup, "callbacks.lr_warmup")
+    assert warmup.lr == 0.01 and warmup.until_train_err == 80.0
+    assert warmup.state["done"] is not warm
+    assert cfg.paper_error[depth] == {56: 6.97, 110: 6.43, 1202: 7.93}[depth]
+
+
+def test_degradation_sweeps_plain_and_residual_twins(tmp_path: Path) -> None:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", ["experiment=cifar10_degradation"], return_hydra_config=True)
+        imagenet = compose("train", ["experiment=imagenet_degradation"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {
+        "model.residual": "false,true",
+        "model.depth": "20,32,44,56",
+        "seed": "0",
+    }
+    assert cfg.model.shortcut == "A" and "gradient_diagnostics" in cfg.callbacks
+    assert imagenet.hydra.sweeper.params["model.depth"] == "18,34"
+    assert imagenet.data._target_.endswith("ImageFolderDataModule")
+
+
+def test_local_parallel_launcher_config(tmp_path: Path) -> None:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=local"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2

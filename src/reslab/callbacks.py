@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from types import FrameType
@@ -12,8 +13,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from reslab.config import log
-from reslab.errors import ReslabError
+from reslab.errors import ConfigError, ReslabError
+
+log = logging.getLogger("reslab")
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -111,3 +113,80 @@ class FiniteLoss(Callback):
 
 def _float_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
     return [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+
+
+class ErrorWarmup(Callback):
+    """He et al. 2015, ResNet-110: train at `lr` until the training error drops below
+    `until_train_err` percent (about 400 iterations), then at the optimizer's own lr. A
+    scheduler cannot express this because the switch depends on a metric, not on the step.
+
+    The lr is scaled rather than overwritten, so the configured scheduler keeps running
+    underneath; `enabled=false` makes it a no-op (e.g. for depths that need no warm-up).
+    """
+
+    def __init__(self, lr: float = 0.01, until_train_err: float = 80.0, enabled: bool = True):
+        if lr <= 0:
+            raise ConfigError(f"callbacks.lr_warmup.lr={lr} must be positive (the paper: 0.01)")
+        self.lr, self.until_train_err = lr, until_train_err
+        self.state = {"applied": False, "done": not enabled, "scale": 1.0, "ended_at": None}
+
+    def _scale(self, trainer: L.Trainer, factor: float) -> None:
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # On resume the optimizer state already holds the warm-up lr.
+        if self.state["done"] or self.state["applied"]:
+            return
+        scale = self.lr / trainer.optimizers[0].param_groups[0]["lr"]
+        self._scale(trainer, scale)
+        self.state.update(applied=True, scale=scale)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if self.state["done"]:
+            return
+        err = trainer.callback_metrics.get("train/err_step")
+        if err is not None and float(err) < self.until_train_err:
+            self._scale(trainer, 1.0 / self.state["scale"])
+            self.state.update(done=True, ended_at=trainer.global_step)
+            log.info("lr warm-up ends at step %d (train error %.1f%%)", trainer.global_step, err)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.state)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.state.update(state_dict)
+
+
+class ErrorTracker(Callback):
+    """Best (lowest) and final `train/err` (after every training epoch) and `val/err` (after
+    every validation), for the run's summary; Lightning only keeps the monitored best."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {"train/err": [], "val/err": []}
+
+    def _record(self, trainer: L.Trainer, key: str, logged_as: str) -> None:
+        value = trainer.callback_metrics.get(logged_as)
+        if value is not None and not trainer.sanity_checking:
+            self.history[key].append(float(value))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, "train/err", "train/err_epoch")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, "val/err", "val/err")
+
+    def best_and_final(self) -> dict[str, dict[str, float | None]]:
+        return {
+            k: {"best": min(v) if v else None, "final": v[-1] if v else None}
+            for k, v in self.history.items()
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history.update(state_dict.get("history", {}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,12 @@ def arch_name(model: DictConfig) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("arch"):
         OmegaConf.register_new_resolver("arch", arch_name)
+    if not OmegaConf.has_resolver("cwd"):
+        # Unlike `${hydra:runtime.cwd}`, also resolvable when a multirun computes its sweep dir.
+        OmegaConf.register_new_resolver("cwd", os.getcwd)
+    if not OmegaConf.has_resolver("ge"):
+        # `${ge:${model.depth},110}`: a switch that follows a swept value.
+        OmegaConf.register_new_resolver("ge", lambda a, b: a >= b)
 
 
 def load_env() -> None:

@@ -21,6 +21,7 @@ from reslab.config import (
 )
 from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
+from reslab.run_summary import run_summary
 from reslab.runs import finished_metrics
 from reslab.validate import check_checkpoint, validate
 
@@ -89,15 +90,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
         trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    summary = {
-        "run_name": cfg.run_name,
-        "status": "completed",
-        "params": sum(p.numel() for p in module.net.parameters()),
-        "steps": trainer.global_step,
-        "world_size": trainer.world_size,
-        "wall_time_s": round(time.time() - start, 2),
-        "metrics": metrics,
-    }
+    summary = run_summary(cfg, module, trainer, datamodule, time.time() - start, metrics)
+    summary["world_size"] = trainer.world_size
     if trainer.is_global_zero:
         Path(cfg.paths.output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("summary: %s", json.dumps(summary))
