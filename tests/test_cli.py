@@ -88,7 +88,7 @@ def test_eval_rejects_a_checkpoint_of_another_architecture(
     ("override", "needle"),
     [
         ("model.depth=21", "reslab: error: model.depth=21 is not a CIFAR ResNet depth; use 6n+2"),
-        ("model.shortcut=D", "reslab: error: model.shortcut='D' is not valid; choose one of"),
+        ("model.shortcut=E", "reslab: error: model.shortcut='E' is not valid; choose one of"),
         ("data.download=false", "reslab: error: cifar10 not found in"),
     ],
 )
