@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_cifar import write_cifar10, write_cifar100
+from fake_imagefolder import write_imagefolder
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,11 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar100(tmp_path_factory.mktemp("cifar100"))
+
+
+@pytest.fixture(scope="session")
+def imagefolder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_imagefolder(tmp_path_factory.mktemp("imagefolder"))
 
 
 @pytest.fixture(autouse=True)

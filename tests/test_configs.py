@@ -10,11 +10,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from reslab.config import CONFIG_DIR, build, register_resolvers
-from reslab.data import CIFARDataModule
+from reslab.data import ClassificationDataModule
 from reslab.module import ImageClassifier
-from reslab.train import build_module, build_trainer
+from reslab.train import build_module, build_net, build_trainer
 
 register_resolvers()
 GROUPS = Path(CONFIG_DIR)
@@ -48,7 +49,7 @@ def test_default_is_the_paper_recipe(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", options("model"))
 def test_model_configs(tmp_path: Path, name: str) -> None:
-    if name == "resnet1202":
+    if name in ("resnet1202", "preact_resnet1001"):
         pytest.skip("built in test_models; too slow to build twice")
     cfg = compose_train(tmp_path, [f"model={name}"])
     net = build(cfg.model, "model")
@@ -65,31 +66,40 @@ def test_plain_twin_and_any_depth_by_override(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", options("data"))
-def test_data_configs(tmp_path: Path, name: str) -> None:
+def test_data_configs(tmp_path: Path, name: str, imagefolder_root: Path) -> None:
     cfg = compose_train(tmp_path, [f"data={name}"])
+    if not name.startswith("cifar"):
+        with open_dict(cfg):
+            cfg.data.root = str(imagefolder_root)
+            cfg.data.num_classes = None
     data = build(cfg.data, "data")
-    assert isinstance(data, CIFARDataModule) and data.num_classes == cfg.data.num_classes
-    assert build(cfg.model, "model").fc.out_features == data.num_classes
+    assert isinstance(data, ClassificationDataModule)
+    assert data.num_classes == (cfg.data.num_classes or 4)
+    assert build_net(cfg, data.num_classes).fc.out_features == data.num_classes
 
 
 @pytest.mark.parametrize("name", options("augmentation"))
 def test_augmentation_configs(tmp_path: Path, name: str) -> None:
     cfg = compose_train(tmp_path, [f"augmentation={name}"])
     data = build(cfg.data, "data")
-    out = data.train_transform(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    size = cfg.augmentation.get("size", 32)
+    image = torch.randint(0, 256, (3, 300, 400) if size > 32 else (3, 32, 32), dtype=torch.uint8)
+    for transform in (data.train_transform, data.eval_transform):
+        out = transform(image)
+        assert out.shape == (3, size, size) and out.dtype == torch.float32
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optimizer_and_scheduler_configs(tmp_path: Path, optimizer: str, scheduler: str) -> None:
     cfg = compose_train(tmp_path, [f"optimizer={optimizer}", f"scheduler={scheduler}"])
-    module = build_module(cfg)
+    module = build_module(cfg, cfg.data.num_classes)
     assert isinstance(module, ImageClassifier)
     config = module.configure_optimizers()
     assert isinstance(config["optimizer"], torch.optim.Optimizer)
-    assert config["lr_scheduler"]["interval"] == "step"
-    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.LRScheduler)
+    assert config["lr_scheduler"]["interval"] in ("step", "epoch")
+    scheduler = config["lr_scheduler"]["scheduler"]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler | ReduceLROnPlateau)
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))
@@ -104,16 +114,20 @@ def test_trainer_logger_callback_configs(tmp_path: Path, trainer: str, logger: s
 
 
 @pytest.mark.parametrize("group", ["experiment", "debug"])
-def test_global_configs(tmp_path: Path, group: str) -> None:
+def test_global_configs(tmp_path: Path, group: str, imagefolder_root: Path) -> None:
     for name in options(group):
         cfg = compose_train(tmp_path, [f"{group}={name}"])
-        build_module(cfg)
-        build(cfg.data, "data")
+        if "ImageFolder" in cfg.data._target_:
+            with open_dict(cfg):
+                cfg.data.root, cfg.data.num_classes = str(imagefolder_root), None
+        data = build(cfg.data, "data")
+        build_module(cfg, data.num_classes)
         build_trainer(cfg)
 
 
 def test_eval_config(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, ["ckpt_path=x.ckpt"], name="eval")
+    assert not cfg.ten_crop and cfg.weights is None
     assert cfg.get("data") is None and cfg.logger is None
     cfg = compose_train(tmp_path, ["ckpt_path=x.ckpt", "data=cifar100"], name="eval")
     assert cfg.data.num_classes == 100
@@ -125,7 +139,9 @@ def test_several_loggers_at_once(tmp_path: Path) -> None:
     assert len(build_trainer(cfg).loggers) == 2
 
 
-@pytest.mark.parametrize("launcher", options("hydra/launcher"))
+@pytest.mark.parametrize(
+    "launcher", [o for o in options("hydra/launcher") if o.startswith("slurm")]
+)
 def test_slurm_launcher_configs(launcher: str) -> None:
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose(
@@ -138,3 +154,40 @@ def test_slurm_launcher_configs(launcher: str) -> None:
     assert params.max_num_timeout > 0 and params.signal_delay_s < params.timeout_min * 60
     assert params.gpus_per_node == (3 if launcher == "slurm" else None)
     assert type(build(params, "hydra.launcher")).__name__ == "SlurmLauncher"
+
+
+@pytest.mark.parametrize("name", options("callbacks"))
+def test_callback_configs(tmp_path: Path, name: str) -> None:
+    cfg = compose_train(tmp_path, [f"callbacks=[default,{name}]"])
+    callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items()]
+    assert {type(c).__name__ for c in callbacks} >= {"ModelCheckpoint", "ErrorTracker"}
+    assert len(build_trainer(cfg).callbacks) >= len(callbacks)
+
+
+@pytest.mark.parametrize(("depth", "warm"), [(56, False), (110, True), (1202, True)])
+def test_table6_warms_up_from_depth_110(tmp_path: Path, depth: int, warm: bool) -> None:
+    cfg = compose_train(tmp_path, ["experiment=cifar10_table6", f"model.depth={depth}"])
+    warmup = build(cfg.callbacks.lr_warmup, "callbacks.lr_warmup")
+    assert warmup.lr == 0.01 and warmup.until_train_err == 80.0
+    assert warmup.state["done"] is not warm
+    assert cfg.paper_error[depth] == {56: 6.97, 110: 6.43, 1202: 7.93}[depth]
+
+
+def test_degradation_sweeps_plain_and_residual_twins(tmp_path: Path) -> None:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", ["experiment=cifar10_degradation"], return_hydra_config=True)
+        imagenet = compose("train", ["experiment=imagenet_degradation"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {
+        "model.residual": "false,true",
+        "model.depth": "20,32,44,56",
+        "seed": "0",
+    }
+    assert cfg.model.shortcut == "A" and "gradient_diagnostics" in cfg.callbacks
+    assert imagenet.hydra.sweeper.params["model.depth"] == "18,34"
+    assert imagenet.data._target_.endswith("ImageFolderDataModule")
+
+
+def test_local_parallel_launcher_config(tmp_path: Path) -> None:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=local"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2

@@ -35,7 +35,7 @@ class ImageClassifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         weight_decay_bn_bias: bool = True,
@@ -59,7 +59,11 @@ class ImageClassifier(L.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
-        logits = self(x)
+        if x.ndim == 5:  # multi-crop evaluation: average the crops' softmax scores
+            probs = self(x.flatten(0, 1)).softmax(-1).unflatten(0, x.shape[:2]).mean(1)
+            logits = probs.clamp_min(1e-12).log()
+        else:
+            logits = self(x)
         smoothing = self.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         on_step = stage == "train"
@@ -84,6 +88,8 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError("ImageClassifier was built without an optimizer (evaluation only)")
         optimizer = self.optimizer_factory(param_groups(self.net, self.weight_decay_bn_bias))
         if self.scheduler_config is None:
             return optimizer

@@ -21,11 +21,20 @@ from reslab.config import (
 )
 from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
+from reslab.run_summary import run_summary
+from reslab.runs import finished_metrics
+from reslab.validate import check_checkpoint, validate
 
 
-def build_module(cfg: DictConfig) -> L.LightningModule:
-    """The network from `model`, wrapped with `optimizer` and `scheduler` by `module`."""
-    net = build(cfg.model, "model")
+def build_net(cfg: DictConfig, num_classes: int) -> Any:
+    """The network from `model`; its head follows the data unless the config fixes it."""
+    fixed = cfg.model.get("num_classes") is not None
+    return build(cfg.model, "model", **({} if fixed else {"num_classes": num_classes}))
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> L.LightningModule:
+    """The network, wrapped with `optimizer` and `scheduler` by `module`."""
+    net = build_net(cfg, num_classes)
     module = build(
         cfg.module,
         "module",
@@ -61,27 +70,28 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
+    validate(cfg)
+    done = finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)
+    if cfg.get("resume") and done is not None:
+        log.info("%s already finished; skipping it (resume=true)", cfg.paths.output_dir)
+        return done
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data, "data")
-    module = build_module(cfg)
+    module = build_module(cfg, datamodule.num_classes)
     check_head(module, datamodule)
+    if ckpt_path := resume_checkpoint(cfg):
+        check_checkpoint(ckpt_path, module)
     trainer = build_trainer(cfg)
     per_device_batch(cfg.data.batch_size, trainer.world_size)
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
         trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    summary = {
-        "run_name": cfg.run_name,
-        "params": sum(p.numel() for p in module.net.parameters()),
-        "steps": trainer.global_step,
-        "world_size": trainer.world_size,
-        "wall_time_s": round(time.time() - start, 2),
-        "metrics": metrics,
-    }
+    summary = run_summary(cfg, module, trainer, datamodule, time.time() - start, metrics)
+    summary["world_size"] = trainer.world_size
     if trainer.is_global_zero:
         Path(cfg.paths.output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("summary: %s", json.dumps(summary))

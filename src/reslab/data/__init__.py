@@ -1,5 +1,7 @@
-"""DataModules: CIFAR-10/100."""
+"""DataModules: CIFAR-10/100, and ImageNet or any ImageFolder dataset."""
 
+from reslab.data.base import ClassificationDataModule
 from reslab.data.cifar import CIFARDataModule
+from reslab.data.imagefolder import ImageFolderDataModule
 
-__all__ = ["CIFARDataModule"]
+__all__ = ["CIFARDataModule", "ClassificationDataModule", "ImageFolderDataModule"]

@@ -8,14 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
-from torchvision.transforms import v2
 
-from reslab.distributed import per_device_batch
+from reslab.data.base import ClassificationDataModule
 from reslab.errors import ConfigError, DataError
 
 
@@ -54,21 +52,7 @@ def dataset_files(cls: type[CIFAR10]) -> list[tuple[str, str]]:
     return [*files, (cls.meta["filename"], cls.meta["md5"])]
 
 
-def build_transform(
-    augment: Sequence[Any], mean: Sequence[float], std: Sequence[float]
-) -> v2.Compose:
-    """PIL/uint8 image -> augmentations -> float in [0, 1] -> per-channel normalisation."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            *augment,
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(mean), list(std)),
-        ]
-    )
-
-
-class CIFARDataModule(L.LightningDataModule):
+class CIFARDataModule(ClassificationDataModule):
     """CIFAR-10 or CIFAR-100 in the official python format under `root`.
 
     `val_size=5000` holds out a fixed random 5k of the 50k training images (the paper's 45k/5k
@@ -89,25 +73,17 @@ class CIFARDataModule(L.LightningDataModule):
         std: Sequence[float] = (0.2470, 0.2435, 0.2616),
         augmentation: dict[str, Sequence[Any]] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, mean, std, augmentation)
         if name not in DATASETS:
             raise ConfigError(f"data.name={name!r} is not valid; choose one of {list(DATASETS)}")
         cls, classes = DATASETS[name]
         if num_classes != classes:
             raise ConfigError(f"data.num_classes={num_classes} but {name} has {classes} classes")
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
         if not 0 <= val_size < 50_000:
             raise ConfigError(f"data.val_size={val_size} must be in [0, 50000) (5000 for 45k/5k)")
         self.cls, self.name, self.root = cls, name, Path(root).expanduser()
-        self.num_classes, self.batch_size, self.num_workers = num_classes, batch_size, num_workers
+        self.num_classes = num_classes
         self.val_size, self.download, self.verify_md5 = val_size, download, verify_md5
-        augmentation = augmentation or {}
-        self.train_transform = build_transform(augmentation.get("train", ()), mean, std)
-        self.eval_transform = build_transform(augmentation.get("eval", ()), mean, std)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
 
     @property
     def folder(self) -> Path:
@@ -144,6 +120,7 @@ class CIFARDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
         if self.train_set is not None:
             return
         root = str(self.root)
@@ -157,25 +134,3 @@ class CIFARDataModule(L.LightningDataModule):
             self.val_set = Subset(held_out, order[: self.val_size].tolist())
         else:
             self.train_set, self.val_set = train, self.test_set
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=per_device_batch(
-                self.batch_size, self.trainer.world_size if self.trainer else 1
-            ),
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)

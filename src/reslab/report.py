@@ -1,0 +1,309 @@
+"""`reslab-report <sweep dir>`: a Table-6-style table and Figure-6-style plots from the run dirs
+of a `reslab-train -m` sweep. Missing or failed runs are listed, not fatal."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from reslab.config import user_errors_as_one_line
+from reslab.errors import ConfigError
+
+
+@dataclass
+class Run:
+    """One job dir of a sweep: its config, summary (None if it never finished) and curves."""
+
+    dir: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "completed") if self.summary else "missing"
+
+    @property
+    def residual(self) -> bool:
+        return bool(self.config.get("model", {}).get("residual", True))
+
+    @property
+    def depth(self) -> int:
+        return int(self.config.get("model", {}).get("depth") or 0)
+
+    @property
+    def error(self) -> float | None:
+        """Test error (%) of the run, falling back to its final validation error."""
+        if not self.summary:
+            return None
+        err = self.summary.get("test_err")
+        return err if err is not None else (self.summary.get("val_err") or {}).get("final")
+
+
+def read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every numeric column of a Lightning CSVLogger file as (step, value) pairs."""
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    if not path.is_file():
+        return {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            step = int(row.get("step") or 0)
+            for key, value in row.items():
+                if key not in ("step", "epoch") and value not in ("", None):
+                    curves[key].append((step, float(value)))
+    return dict(curves)
+
+
+def load_runs(sweep_dir: Path) -> list[Run]:
+    """Every job dir (one holding `.hydra/config.yaml`) under `sweep_dir`, in job order."""
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep dir {sweep_dir} does not exist; pass logs/train/multiruns/<time>")
+    runs = []
+    for cfg_file in sorted(sweep_dir.glob("**/.hydra/config.yaml")):
+        run_dir = cfg_file.parent.parent
+        config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False)
+        summary_file = run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+        runs.append(Run(run_dir, config, summary, read_curves(run_dir / "csv" / "metrics.csv")))
+    if not runs:
+        raise ConfigError(
+            f"no run dirs (with .hydra/config.yaml) under {sweep_dir}; pass the dir of a "
+            "`reslab-train -m` sweep, e.g. logs/train/multiruns/<time>"
+        )
+    return runs
+
+
+def paper_error(runs: Iterable[Run], depth: int) -> float | None:
+    """The experiment's top-level `paper_error`: one number, or one per depth."""
+    for run in runs:
+        paper = run.config.get("paper_error")
+        if isinstance(paper, dict):
+            value = paper.get(depth, paper.get(str(depth)))
+            if value is not None:
+                return float(value)
+        elif paper is not None:
+            return float(paper)
+    return None
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row per depth: params, MACs, plain and residual error (mean, std, n over seeds of
+    completed runs) and the paper's error."""
+    done = [r for r in runs if r.status == "completed" and r.error is not None]
+    rows = []
+    for depth in sorted({r.depth for r in runs}):
+        row: dict[str, Any] = {"depth": depth}
+        for kind, residual in (("plain", False), ("residual", True)):
+            group = [r for r in done if r.depth == depth and r.residual == residual]
+            mean, std = mean_std([r.error for r in group])
+            row[f"{kind}_params"] = group[0].summary.get("params") if group else None
+            row[f"{kind}_macs"] = group[0].summary.get("macs") if group else None
+            row.update({f"{kind}_err_mean": mean, f"{kind}_err_std": std, f"{kind}_n": len(group)})
+        row["paper_err"] = paper_error(runs, depth)
+        rows.append(row)
+    return rows
+
+
+def _err(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f} ± {std:.2f} (n={n})" if n > 1 else f"{mean:.2f}"
+
+
+def _count(plain: int | None, residual: int | None, scale: float, unit: str) -> str:
+    values = sorted({v for v in (plain, residual) if v is not None})
+    return " / ".join(f"{v / scale:.2f}{unit}" for v in values) or "-"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = [
+        "depth",
+        "params",
+        "MACs",
+        "plain error (%)",
+        "residual error (%)",
+        "paper, residual (%)",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in rows:
+        cells = [
+            str(r["depth"]),
+            _count(r["plain_params"], r["residual_params"], 1e6, "M"),
+            _count(r["plain_macs"], r["residual_macs"], 1e6, "M"),
+            _err(r["plain_err_mean"], r["plain_err_std"], r["plain_n"]),
+            _err(r["residual_err_mean"], r["residual_err_std"], r["residual_n"]),
+            "-" if r["paper_err"] is None else f"{r['paper_err']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def mean_curve(runs: Sequence[Run], key: str) -> list[tuple[int, float]]:
+    """`key` averaged over the runs (seeds) at the steps all of them logged."""
+    per_run = [dict(r.curves.get(key, [])) for r in runs]
+    steps = sorted(set.intersection(*(set(c) for c in per_run))) if per_run else []
+    return [(s, statistics.fmean(c[s] for c in per_run)) for s in steps]
+
+
+def _by_arch(runs: Sequence[Run]) -> dict[tuple[bool, int], list[Run]]:
+    groups: dict[tuple[bool, int], list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.curves:
+            groups[(r.residual, r.depth)].append(r)
+    return groups
+
+
+def plot_curves(runs: Sequence[Run]) -> Figure:
+    """Figure 6: training error (dashed, per-epoch mean) and test error (solid, each
+    validation) vs iterations; plain nets left, residual nets right, one colour per depth."""
+    groups = _by_arch(runs)
+    depths = sorted({d for _, d in groups})
+    colour = {d: colormaps["tab10"](i % 10) for i, d in enumerate(depths)}
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, residual in zip(axes, (False, True), strict=True):
+        for depth in depths:
+            group = groups.get((residual, depth), [])
+            if not group:
+                continue
+            name = f"{'ResNet' if residual else 'plain'}-{depth}"
+            for key, style, label in (
+                ("train/err_epoch", "--", f"{name} train"),
+                ("val/err", "-", f"{name} test"),
+            ):
+                points = mean_curve(group, key)
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, style, color=colour[depth], label=label)
+        ax.set_title("residual" if residual else "plain")
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("error (%)")
+    fig.tight_layout()
+    return fig
+
+
+def _mean_of(runs: Sequence[Run], key: str) -> float | None:
+    values = [v for r in runs for _, v in r.curves.get(key, [])]
+    return statistics.fmean(values) if values else None
+
+
+def plot_gradients(runs: Sequence[Run]) -> Figure:
+    """Mean per-stage gradient norm over training vs depth, plain (dashed) and residual
+    (solid); right: residual-branch / shortcut magnitude per stage of the residual nets."""
+    groups = _by_arch(runs)
+    stages = sorted(
+        {k.split("/", 1)[1] for r in runs for k in r.curves if k.startswith("grad_norm/")}
+    )
+    fig = Figure(figsize=(11, 4.2))
+    ax_grad, ax_ratio = fig.subplots(1, 2)
+    for i, stage in enumerate(stages):
+        colour = colormaps["tab10"](i % 10)
+        for residual, style in ((False, "--"), (True, "-")):
+            points = [
+                (d, m)
+                for (res, d), group in sorted(groups.items())
+                if res == residual and (m := _mean_of(group, f"grad_norm/{stage}")) is not None
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                kind = "residual" if residual else "plain"
+                ax_grad.plot(xs, ys, style, marker="o", color=colour, label=f"{kind} {stage}")
+        ratios = [
+            (d, m)
+            for (res, d), group in sorted(groups.items())
+            if res and (m := _mean_of(group, f"branch_ratio/{stage}")) is not None
+        ]
+        if ratios:
+            xs, ys = zip(*ratios, strict=True)
+            ax_ratio.plot(xs, ys, "-", marker="o", color=colour, label=stage)
+    ax_grad.set_title("gradient norm by depth")
+    ax_grad.set_ylabel("mean L2 norm of the stage's gradients")
+    ax_ratio.set_title("residual nets: ||F(x)|| / ||shortcut(x)||")
+    ax_ratio.set_ylabel("mean ratio over blocks and steps")
+    for ax in (ax_grad, ax_ratio):
+        ax.set_xlabel("depth")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if ax_grad.lines and all(min(line.get_ydata()) > 0 for line in ax_grad.lines):
+        ax_grad.set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def problems(runs: Sequence[Run]) -> list[str]:
+    """One line per run that is missing (no summary) or did not complete."""
+    out = []
+    for r in runs:
+        if r.status != "completed":
+            why = (r.summary or {}).get("error") or "no summary.json (still running or killed)"
+            out.append(f"{r.dir.name}: {r.status}: {why}")
+        elif r.error is None or (isinstance(r.error, float) and math.isnan(r.error)):
+            out.append(f"{r.dir.name}: completed without a test or validation error")
+    return out
+
+
+def report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write table.md, table.csv, curves.png and gradients.png to `out_dir`
+    (default `<sweep dir>/report`); returns `out_dir`."""
+    runs = load_runs(sweep_dir)
+    out_dir = out_dir or sweep_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(runs)
+    issues = problems(runs)
+    text = markdown_table(rows)
+    if issues:
+        text += "\nNot in the table:\n\n" + "".join(f"- {line}\n" for line in issues)
+    (out_dir / "table.md").write_text(text)
+    write_csv(rows, out_dir / "table.csv")
+    for name, fig in (("curves", plot_curves(runs)), ("gradients", plot_gradients(runs))):
+        fig.savefig(out_dir / f"{name}.png", dpi=120)
+    print(text)
+    print(f"report of {len(runs)} runs ({len(issues)} not in the table) written to {out_dir}")
+    return out_dir
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="reslab-report", description=__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun dir: logs/train/multiruns/<time>")
+    parser.add_argument("--out", type=Path, default=None, help="default: <sweep_dir>/report")
+    return parser.parse_args(argv)
+
+
+@user_errors_as_one_line
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    report(args.sweep_dir, args.out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

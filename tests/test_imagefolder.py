@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from test_cli import run
+from torchvision.transforms import v2
+
+from reslab.data import ImageFolderDataModule
+from reslab.data.transforms import Lighting
+from reslab.errors import ConfigError, DataError
+
+SMALL = {
+    "train": [v2.RandomResizedCrop(32, antialias=True), v2.RandomHorizontalFlip()],
+    "eval": [v2.Resize(36), v2.CenterCrop(32)],
+}
+
+
+def dm(root: Path, **kw) -> ImageFolderDataModule:
+    kw = {"num_workers": 0, "batch_size": 8, "augmentation": SMALL, **kw}
+    return ImageFolderDataModule(root=str(root), **kw)
+
+
+def test_reads_folders_with_grey_and_cmyk_jpegs(imagefolder_root: Path) -> None:
+    data = dm(imagefolder_root)
+    assert data.num_classes == 4
+    data.setup("fit")
+    assert len(data.train_set) == 48 and len(data.val_set) == 16
+    assert data.test_set is data.val_set
+    for i in (1, 2):  # greyscale and CMYK files come out as 3-channel RGB
+        x, _ = data.val_set[i]
+        assert x.shape == (3, 32, 32)
+    x, y = next(iter(data.train_dataloader()))
+    assert x.shape == (8, 3, 32, 32) and y.max() < 4
+
+
+def test_class_count_is_checked(imagefolder_root: Path) -> None:
+    assert dm(imagefolder_root, num_classes=4).num_classes == 4
+    with pytest.raises(ConfigError, match=r"data.num_classes=1000 but .* has 4 classes"):
+        dm(imagefolder_root, num_classes=1000)
+
+
+def test_missing_and_unreadable_data_name_the_path(tmp_path: Path, imagefolder_root) -> None:
+    with pytest.raises(DataError, match=r"expected train/<class>/\*.JPEG"):
+        dm(tmp_path / "nothing")
+    with pytest.raises(DataError, match="ILSVRC2012 archives not found"):
+        dm(tmp_path, format="ilsvrc2012")
+    shutil.copytree(imagefolder_root, tmp_path / "copy")
+    bad = next((tmp_path / "copy" / "val").rglob("*.JPEG"))
+    bad.write_bytes(b"not a jpeg")
+    data = dm(tmp_path / "copy")
+    data.setup("fit")
+    index = [p for p, _ in data.val_set.samples].index(str(bad))
+    with pytest.raises(DataError, match=f"cannot read image {bad}"):
+        data.val_set[index]
+
+
+def test_mixup_cutmix_mix_training_batches_only(imagefolder_root: Path) -> None:
+    data = dm(imagefolder_root, augmentation={**SMALL, "mixup_alpha": 0.2, "cutmix_alpha": 1.0})
+    data.setup("fit")
+    x, y = next(iter(data.train_dataloader()))
+
+    class _Trainer:
+        training = True
+
+    data.trainer = _Trainer()
+    mx, my = data.on_after_batch_transfer((x, y), 0)
+    assert mx.shape == x.shape and not torch.equal(mx, x)
+    assert my.shape == (8, 4) and torch.allclose(my.sum(1), torch.ones(8))
+    _Trainer.training = False
+    assert data.on_after_batch_transfer((x, y), 0)[1] is y
+
+
+def test_lighting_shifts_colours_along_the_principal_components() -> None:
+    torch.manual_seed(0)
+    img = torch.full((3, 4, 4), 0.5)
+    out = Lighting(0.1)(img)
+    shift = out - img
+    assert shift.abs().sum() > 0 and torch.allclose(shift, shift[:, :1, :1].expand_as(shift))
+    assert torch.equal(Lighting(0.0)(img), img)
+
+
+@pytest.mark.parametrize("depth", [18])
+def test_train_and_ten_crop_eval_through_the_cli(
+    imagefolder_root: Path, tmp_path: Path, depth: int
+) -> None:
+    common = [f"data.root={imagefolder_root}", "data.num_workers=0", "data.batch_size=16"]
+    run(
+        [
+            "reslab-train",
+            "data=imagefolder",
+            f"model=resnet{depth}",
+            "augmentation=torchvision_v1",
+            "augmentation.size=64",
+            "augmentation.resize=72",
+            "scheduler=cosine",
+            "trainer.max_steps=6",
+            *common,
+        ],
+        imagefolder_root,
+        tmp_path,
+    )
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["params"] == 11_689_512 - 1000 * 512 - 1000 + 4 * 512 + 4
+    best = run_dir / "checkpoints" / "best.ckpt"
+    for extra in ([], ["ten_crop=true"]):
+        run(["reslab-eval", f"ckpt_path={best}", *extra], imagefolder_root, tmp_path / "e")
+    one, ten = sorted((tmp_path / "e" / "eval" / "runs").iterdir())
+    one, ten = (json.loads((d / "metrics.json").read_text()) for d in (one, ten))
+    assert set(one) == set(ten) == {"test/acc", "test/acc5", "test/err", "test/loss"}
+    assert one["test/loss"] != ten["test/loss"]  # ten crops really were scored
+
+
+def test_eval_of_torchvision_weights_from_a_local_file(imagefolder_root: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(num_classes=4)
+    torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
+    overrides = [
+        f"weights={tmp_path / 'resnet18.pth'}",
+        "model=resnet18",
+        "data=imagefolder",
+        f"data.root={imagefolder_root}",
+        "data.num_workers=0",
+        "augmentation=torchvision_v1",
+        "augmentation.size=64",
+        "augmentation.resize=72",
+    ]
+    run(["reslab-eval", *overrides], imagefolder_root, tmp_path)
+    (out,) = (tmp_path / "eval" / "runs").iterdir()
+    ours = json.loads((out / "metrics.json").read_text())
+    # The same weights in torchvision's own model, on the same images, give the same accuracy.
+    data = dm(imagefolder_root)
+    data.eval_transform = ImageFolderDataModule(
+        root=str(imagefolder_root),
+        augmentation={"eval": [v2.Resize(72), v2.CenterCrop(64)]},
+    ).eval_transform
+    data.setup("test")
+    tv.eval()
+    with torch.no_grad():
+        correct = sum((tv(x).argmax(1) == y).sum().item() for x, y in data.test_dataloader())
+    assert ours["test/acc"] == pytest.approx(correct / len(data.test_set))
