@@ -20,7 +20,6 @@ TINY = [
     "hydra/launcher=slurm_cpu",
     "hydra.launcher.timeout_min=10",
     "hydra.launcher.signal_delay_s=30",
-    "trainer=cpu",
     "model.depth=8",
     "data.verify_md5=false",
     "data.batch_size=50",
@@ -43,6 +42,7 @@ pytestmark = [
 
 
 def sweep(args: list[str], data_dir: Path, log_dir: Path) -> subprocess.Popen:
+    """`reslab-train -m` through `hydra/launcher=slurm_cpu`, in the background."""
     env = {**os.environ, "DATA_DIR": str(data_dir), "RESLAB_LOG_DIR": str(log_dir)}
     return subprocess.Popen(
         [str(BIN / "reslab-train"), "-m", *TINY, *args],
@@ -59,21 +59,25 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> str:
     return out
 
 
-def test_sweep_through_slurm_returns_each_jobs_metric(cifar10_root: Path, tmp_path: Path) -> None:
+def test_ddp_sweep_through_slurm_returns_each_jobs_metric(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
     args = ["model.residual=true,false", "trainer.max_steps=3", "+trainer.val_check_interval=3"]
+    args += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # 2 SLURM tasks
     finish(sweep(args, cifar10_root, tmp_path))
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     results = sorted(sweep_dir.glob(".submitit/*/*_result.pkl"))
-    assert len(results) == 2
+    assert len(results) == 4  # 2 jobs x 2 tasks (DDP ranks)
     returned = {}
     for path in results:
         status, job = pickle.loads(path.read_bytes())
         assert status == "success"
-        returned[Path(job.hydra_cfg.hydra.runtime.output_dir).name] = job.return_value
+        if path.name.endswith("_0_result.pkl"):  # task 0 = rank 0, what Hydra gets back
+            returned[Path(job.hydra_cfg.hydra.runtime.output_dir).name] = job.return_value
     assert set(returned) == {"0_resnet-8_seed0", "1_plain-8_seed0"}
     for name, value in returned.items():
         summary = json.loads((sweep_dir / name / "summary.json").read_text())
-        assert summary["steps"] == 3 and value is not None
+        assert summary["steps"] == 3 and summary["world_size"] == 2 and value is not None
         assert value == summary["metrics"]["val/err"]
 
 
@@ -92,7 +96,7 @@ def test_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
 ) -> None:
     steps = 60
     args = [f"trainer.max_steps={steps}", "+trainer.val_check_interval=5", "test=false"]
-    proc = sweep(["seed=1", *args], cifar10_root, tmp_path)
+    proc = sweep(["seed=1", "trainer=cpu", *args], cifar10_root, tmp_path)
     job_id = None
     try:
         last = wait_for_checkpoint(proc, tmp_path)
@@ -126,7 +130,7 @@ def test_sbatch_template_runs_in_a_run_dir_named_by_the_job(
     env = {**os.environ, "DATA_DIR": str(cifar10_root), "RESLAB_LOG_DIR": str(tmp_path)}
     env["PATH"] = f"{BIN}:{env['PATH']}"
     local = ["--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10"]
-    args = ["scripts/train.sbatch", *TINY[3:], "trainer.max_steps=3"]
+    args = ["scripts/train.sbatch", "trainer=cpu", *TINY[3:], "trainer.max_steps=3"]
     proc = subprocess.run(
         ["sbatch", "--wait", "--parsable", *local, f"--output={tmp_path}/%j.out", *args],
         env=env,
