@@ -165,7 +165,7 @@ BAD = [
     ("optimizer=sgdd", "Could not find 'optimizer/sgdd'"),
     ("data=imagenet1", "Could not find 'data/imagenet1'"),
     ("model.depth=21", "model.depth=21 is not a CIFAR ResNet depth"),
-    ("model.shortcut=D", "model.shortcut='D' is not valid"),
+    ("model.shortcut=E", "model.shortcut='E' is not valid"),
     ("trainer.devices=999", "trainer.devices=999 but this machine has"),
     ("model.num_classes=100", "model.num_classes=100 but the data has 10 classes"),
     ("CORRUPT", "data_batch_1 is corrupt (md5 differs"),
