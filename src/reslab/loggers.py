@@ -1,8 +1,11 @@
-"""Weights & Biases logging for runs and sweeps: one W&B run per run dir, grouped by sweep,
-offline when there is no API key, continued (same W&B run) when the run dir resumes."""
+"""Loggers that keep a run dir's history across resumes. Weights & Biases: one W&B run per
+run dir, grouped by sweep, offline when there is no API key, continued (same W&B run) when the
+run dir resumes. CSV: a resumed run appends to its metrics.csv."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import netrc
 import os
@@ -13,7 +16,8 @@ from typing import Any
 import wandb
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger("reslab")
@@ -83,3 +87,22 @@ class RunDirWandbLogger(WandbLogger):
             log_model=log_model,
             **kwargs,
         )
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run appends to its `metrics.csv`: Lightning
+    deletes the file when its dir already holds logs, and a resume would lose every earlier
+    row."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir, "metrics.csv")
+        earlier = path.read_text() if path.is_file() else ""
+        writer = super().experiment
+        if earlier:
+            path.write_text(earlier)
+            writer.metrics_keys = sorted(next(csv.reader(io.StringIO(earlier))))
+        return writer
