@@ -22,8 +22,8 @@ mkdir -p "$DIR" && DIR=$(cd "$DIR" && pwd -P)
 alive() {  # alive NAME: the PID recorded for NAME is that daemon
   local f="$DIR/pids/$1.pid" exe
   [ -s "$f" ] && exe=$(readlink "/proc/$(cat "$f")/exe" 2>/dev/null) || return 1
-  exe=${exe##*/}
-  [ "${exe% (deleted)}" = "$1" ]
+  exe=${exe##*/} && exe=${exe% (deleted)}
+  [ "$exe" = "$1" ] || [ "$exe" = "$1-wlm" ]  # Debian: slurmd -> slurmd-wlm
 }
 
 if [ "$ACTION" = stop ]; then
