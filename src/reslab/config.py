@@ -42,6 +42,8 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("ge"):
         # `${ge:${model.depth},110}`: a switch that follows a swept value.
         OmegaConf.register_new_resolver("ge", lambda a, b: a >= b)
+    if not OmegaConf.has_resolver("not"):
+        OmegaConf.register_new_resolver("not", lambda a: not a)
 
 
 def load_env() -> None:

@@ -1,0 +1,181 @@
+"""CIFAR resident on the training device as uint8, augmented there in whole batches.
+
+CIFAR-10 is 150 MB as uint8, so it fits in any accelerator's memory. Serving batches from
+there skips the per-image transforms, worker processes and host-to-device copies of the
+DataLoader path, with the same augmentation: zero-pad, random crop, horizontal flip,
+per-channel normalisation (`tests/test_gpu_cifar.py` checks that against the CPU path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from reslab.data.cifar import CIFARDataModule
+from reslab.distributed import per_device_batch
+from reslab.errors import ConfigError
+
+
+def crop_flip(images: Tensor, pad: int, flip_p: float, generator: torch.Generator) -> Tensor:
+    """Per image: a random crop of the zero-padded image at the original size, mirrored with
+    probability `flip_p`; one gather for the whole batch."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dev = images.device
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=dev, generator=generator)
+    flip = torch.rand((n, 1), device=dev, generator=generator) < flip_p
+    cols = torch.arange(w, device=dev)
+    cols = dx + torch.where(flip, cols.flip(0), cols)
+    rows = dy + torch.arange(h, device=dev)
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=dev)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 -> float in [0, 1] -> per-channel normalisation, by the same torchvision ops as
+    the CPU path's `build_transform`, so the pixels are bit-identical."""
+    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
+
+
+class DeviceLoader:
+    """Batches of (normalised images, labels) from uint8 tensors on one device.
+
+    Under DDP each rank takes every `world_size`-th index of the epoch's order; training
+    epochs drop the remainder so every rank runs the same number of steps. `state_dict`
+    holds the epoch, the batches served and the augmentation RNG (Lightning saves it in
+    checkpoints), so a run resumed mid-epoch continues with the same images and crops.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        pad: int = 0,
+        flip_p: float = 0.0,
+        train: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.mean, self.std = batch_size, mean, std
+        self.pad, self.flip_p, self.train = pad, flip_p, train
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch, self.served = 0, 0
+        self.generator = torch.Generator(images.device).manual_seed(seed * 1000 + rank)
+
+    def _order(self) -> Tensor:
+        n = len(self.images)
+        if not self.train:
+            return torch.arange(self.rank, n, self.world_size, device=self.images.device)
+        shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(n, generator=shuffle)[: n - n % self.world_size]
+        return order[self.rank :: self.world_size].to(self.images.device)
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        shard = n // self.world_size if self.train else len(range(self.rank, n, self.world_size))
+        return -(-shard // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self._order()
+        while self.served < len(self):
+            idx = order[self.served * self.batch_size : (self.served + 1) * self.batch_size]
+            self.served += 1
+            yield self._batch(idx)
+        self.epoch, self.served = self.epoch + 1, 0
+
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        images = self.images[idx]
+        if self.train and (self.pad or self.flip_p):
+            images = crop_flip(images, self.pad, self.flip_p, self.generator)
+        return normalize(images, self.mean, self.std), self.labels[idx]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "served": self.served, "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.served = state["epoch"], state["served"]
+        self.generator.set_state(state["rng"])
+
+
+def device_augmentation(train: Sequence[Any], eval: Sequence[Any]) -> tuple[int, float]:
+    """(pad, flip probability) of an augmentation config made of the paper's CIFAR transforms,
+    the only ones this path runs on the device; anything else is an error, not ignored."""
+    pad, flip_p = 0, 0.0
+    for t in train:
+        if isinstance(t, v2.RandomCrop):
+            zero_pad = t.padding_mode == "constant" and t.fill == 0 and t.size == (32, 32)
+            if not zero_pad or len(set(t.padding)) != 1 or t.pad_if_needed:
+                raise ConfigError(f"data=cifar*_gpu needs a 32 crop of a zero pad: {t}")
+            pad = t.padding[0]
+        elif isinstance(t, v2.RandomHorizontalFlip):
+            flip_p = t.p
+        else:
+            raise ConfigError(
+                f"data=cifar*_gpu augments on the device with pad-crop and flip only, not {t}; "
+                "use data=cifar10 / cifar100 for other augmentations"
+            )
+    if eval:
+        raise ConfigError(f"data=cifar*_gpu takes no eval augmentation (got {list(eval)})")
+    return pad, flip_p
+
+
+class DeviceCIFARDataModule(CIFARDataModule):
+    """`CIFARDataModule` (same files, checks and 45k/5k split) whose loaders serve batches
+    from the training device, with no worker processes."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
+        std: Sequence[float] = (0.2470, 0.2435, 0.2616),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_workers=0, mean=mean, std=std, **kwargs)
+        self.pad, self.flip_p = device_augmentation(
+            self.augmentation.get("train", ()), self.augmentation.get("eval", ())
+        )
+        self.seed, self.mean, self.std = seed, mean, std
+
+    def _loader(self, dataset: Any, shuffle: bool) -> DeviceLoader:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        images, labels = tensors(dataset)
+        return DeviceLoader(
+            images.to(device),
+            labels.to(device),
+            per_device_batch(self.batch_size, world),
+            self.mean,
+            self.std,
+            pad=self.pad,
+            flip_p=self.flip_p,
+            train=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+
+
+def tensors(dataset: Any) -> tuple[Tensor, Tensor]:
+    """uint8 (N, 3, 32, 32) images and int64 labels of a torchvision CIFAR set or a Subset."""
+    indices = None
+    if isinstance(dataset, torch.utils.data.Subset):
+        dataset, indices = dataset.dataset, dataset.indices
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+    labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
+    if indices is not None:
+        index = torch.as_tensor(indices)
+        images, labels = images[index], labels[index]
+    return images, labels
