@@ -55,6 +55,8 @@ for pair in munged:munge slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client \
   command -v "${pair%%:*}" >/dev/null || PKGS+=("${pair#*:}")
 done
 mkdir -p "$DIR"/{etc,run,log,pids,state,spool,munge,mysql}
+# munged refuses a socket under a dir others cannot traverse (mktemp -d makes it 0700).
+chmod 755 "$DIR" "$DIR/run"
 chmod 700 "$DIR/munge" "$DIR/mysql"
 if [ ${#PKGS[@]} -gt 0 ]; then
   log "installing ${PKGS[*]}"
