@@ -81,14 +81,14 @@ def test_eval_rejects_a_checkpoint_of_another_architecture(
     torch.save(ckpt, bad)
     proc = run(["reslab-eval", f"ckpt_path={bad}"], cifar10_root, tmp_path, check=False)
     assert proc.returncode == 2
-    assert "does not fit its model config" in proc.stderr and "Traceback" not in proc.stderr
+    assert "does not fit the model config" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
         ("model.depth=21", "reslab: error: model.depth=21 is not a CIFAR ResNet depth; use 6n+2"),
-        ("model.shortcut=D", "reslab: error: model.shortcut='D' is not valid; choose one of"),
+        ("model.shortcut=E", "reslab: error: model.shortcut='E' is not valid; choose one of"),
         ("data.download=false", "reslab: error: cifar10 not found in"),
     ],
 )
@@ -113,3 +113,6 @@ def test_resume_continues_in_the_same_run_dir(trained: Path, cifar10_root: Path)
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["steps"] == 30
     assert len(list(trained.parent.iterdir())) == 1  # no new run dir
+    rows = list(csv.DictReader((trained / "csv" / "metrics.csv").read_text().splitlines()))
+    steps = {int(r["step"]) for r in rows if r.get("train/loss_step")}
+    assert min(steps) < 10 and max(steps) >= 25  # the first session's rows are still there

@@ -135,7 +135,7 @@ def test_generic_resnet_options() -> None:
         (lambda: cifar_resnet(21), "model.depth=21 is not a CIFAR ResNet depth; use 6n+2"),
         (lambda: cifar_resnet(2), "model.depth=2"),
         (lambda: imagenet_resnet(20), "model.depth=20 is not an ImageNet ResNet depth"),
-        (lambda: cifar_resnet(20, shortcut="D"), "model.shortcut='D' is not valid; choose one"),
+        (lambda: cifar_resnet(20, shortcut="E"), "model.shortcut='E' is not valid; choose one"),
         (lambda: ResNet(block="wide"), "model.block='wide' is not valid"),
         (lambda: ResNet(stem="tiny"), "model.stem='tiny' is not valid"),
         (lambda: ResNet(layers=(1, 1), widths=(4,)), "one entry per stage"),

@@ -63,16 +63,31 @@ def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {msg}") from None
 
 
-def user_errors_as_one_line(fn: Callable[..., T]) -> Callable[..., T]:
-    """Print a `ReslabError` as one line and exit 2 instead of a long traceback."""
+def _run_name(args: tuple[Any, ...]) -> str | None:
+    return args[0].get("run_name") if args and isinstance(args[0], DictConfig) else None
+
+
+def user_errors_as_one_line(fn: Callable[..., T]) -> Callable[..., T | None]:
+    """Print a `ReslabError` as one line and exit 2 instead of a long traceback. In a multirun,
+    any failed job is recorded in its run dir (`summary.json`) and the sweep goes on."""
+    from reslab.runs import in_multirun, record_failure
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
+    def wrapper(*args: Any, **kwargs: Any) -> T | None:
         try:
             return fn(*args, **kwargs)
         except ReslabError as e:
             log.error("%s", e)
             print(f"reslab: error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+            if not in_multirun():
+                raise SystemExit(2) from None
+            record_failure(e, _run_name(args))
+        except Exception as e:
+            if not in_multirun():
+                raise
+            log.exception("job failed; the sweep goes on")
+            print(f"reslab: error: job failed: {type(e).__name__}: {e}", file=sys.stderr)
+            record_failure(e, _run_name(args))
+        return None
 
     return wrapper

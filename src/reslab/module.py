@@ -72,7 +72,10 @@ class ImageClassifier(L.LightningModule):
             for name, metric in self.metrics[f"{stage}_"].items():
                 metric(logits.detach(), y)
                 self.log(f"{stage}/{name}", metric, on_step=on_step, on_epoch=True)
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        # Metrics sync themselves over DDP ranks; the loss is a plain tensor and needs sync_dist.
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
+        )
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -19,8 +19,11 @@ from reslab.config import (
     register_resolvers,
     user_errors_as_one_line,
 )
+from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
 from reslab.run_summary import run_summary
+from reslab.runs import finished_metrics
+from reslab.validate import check_checkpoint, validate
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> Any:
@@ -67,19 +70,28 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
+    validate(cfg)
+    done = finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)
+    if cfg.get("resume") and done is not None:
+        log.info("%s already finished; skipping it (resume=true)", cfg.paths.output_dir)
+        return done
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.data, "data")
     module = build_module(cfg, datamodule.num_classes)
     check_head(module, datamodule)
+    if ckpt_path := resume_checkpoint(cfg):
+        check_checkpoint(ckpt_path, module)
     trainer = build_trainer(cfg)
+    per_device_batch(cfg.data.batch_size, trainer.world_size)
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
         trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     summary = run_summary(cfg, module, trainer, datamodule, time.time() - start, metrics)
+    summary["world_size"] = trainer.world_size
     if trainer.is_global_zero:
         Path(cfg.paths.output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("summary: %s", json.dumps(summary))

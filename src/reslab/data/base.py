@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from reslab.data.resumable import ResumableDataLoader
+from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
 
 
@@ -72,9 +74,13 @@ class ClassificationDataModule(L.LightningDataModule):
         return batch
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        # The training loader's position and RNG go into checkpoints (exact mid-epoch resume).
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=per_device_batch(
+                self.batch_size, self.trainer.world_size if self.trainer else 1
+            ),
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),

@@ -1,12 +1,25 @@
-"""The configurable ResNet and its builders."""
+"""The configurable ResNet, its blocks and builders."""
 
 from reslab.models.resnet import (
     BasicBlock,
+    BlockOptions,
     Bottleneck,
+    InvertedResidual,
     PadShortcut,
     ResNet,
     cifar_resnet,
     imagenet_resnet,
+    wide_cifar_resnet,
 )
 
-__all__ = ["BasicBlock", "Bottleneck", "PadShortcut", "ResNet", "cifar_resnet", "imagenet_resnet"]
+__all__ = [
+    "BasicBlock",
+    "BlockOptions",
+    "Bottleneck",
+    "InvertedResidual",
+    "PadShortcut",
+    "ResNet",
+    "cifar_resnet",
+    "imagenet_resnet",
+    "wide_cifar_resnet",
+]

@@ -1,0 +1,72 @@
+"""Data-parallel training: global batch semantics, and DDP that works inside Hydra multiruns."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import read_write
+
+from reslab.errors import ConfigError
+
+# Variables Lightning's subprocess launcher sets in the launching process for its children.
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_env_before_launch: dict[str, str | None] | None = None
+
+
+def per_device_batch(global_batch: int, world_size: int) -> int:
+    """`data.batch_size` is the global batch (the paper's 128 was 2 GPUs x 64); each of the
+    `world_size` processes loads its share, so a recipe optimises the same on any device count."""
+    if world_size < 1 or global_batch % world_size:
+        raise ConfigError(
+            f"data.batch_size={global_batch} is the global batch and does not split evenly over "
+            f"{world_size} processes (trainer.devices x trainer.num_nodes); "
+            f"use a multiple of {world_size}"
+        )
+    return global_batch // world_size
+
+
+def _forget_previous_job() -> None:
+    """A previous multirun job in this process left Lightning's launcher variables (which would
+    make this job believe its ranks already exist) and a process group of finished ranks."""
+    global _env_before_launch
+    if _env_before_launch is None:
+        return
+    for key, value in _env_before_launch.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _env_before_launch = None
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _point_children_at_this_job() -> None:
+    """Lightning starts ranks 1..N-1 by re-running `sys.argv` with `hydra.run.dir` set to the
+    run dir; in a sweep that re-runs the whole sweep (Lightning #11300, Hydra #2070). Make the
+    command line this job's own overrides and the run dir this job's dir."""
+    hydra = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra.overrides.task]
+    with read_write(hydra.run):
+        hydra.run.dir = hydra.runtime.output_dir
+
+
+class HydraDDPStrategy(DDPStrategy):
+    """Lightning's DDP (one process per device, started by re-running the command), made safe
+    for Hydra multiruns: each sweep job runs once on N processes, in its own run dir."""
+
+    def _configure_launcher(self) -> None:
+        global _env_before_launch
+        super()._configure_launcher()
+        _forget_previous_job()
+        env = self.cluster_environment
+        if env is None or env.creates_processes_externally or env.local_rank() != 0:
+            return
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            _env_before_launch = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
+            _point_children_at_this_job()

@@ -1,0 +1,203 @@
+"""Crash safety, exact resume, preemption, NaN, sweep isolation and bad input, through the real
+console script in real subprocesses (real kill -9 and real signals)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+BIN = Path(sys.executable).parent
+FAST = [
+    "data.verify_md5=false",
+    "data.batch_size=50",  # 10 batches per epoch on the 500 generated images
+    "data.num_workers=0",
+    "model.depth=8",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=1",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "test=false",
+]
+
+
+def env(data: Path, logs: Path) -> dict[str, str]:
+    return {**os.environ, "DATA_DIR": str(data), "RESLAB_LOG_DIR": str(logs)}
+
+
+def train(args: list[str], data: Path, logs: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "reslab-train"), *args],
+        env=env(data, logs),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def start(args: list[str], data: Path, logs: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "reslab-train"), *args],
+        env=env(data, logs),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.time() + timeout
+    while not path.is_file():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < end, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=False)["state_dict"]
+
+
+def step(ckpt: Path) -> int:
+    return torch.load(ckpt, weights_only=False)["global_step"]
+
+
+def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    args = [*FAST, "trainer.max_steps=25", "callbacks.last_checkpoint.every_n_train_steps=7"]
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    assert train([*args, f"hydra.run.dir={full}"], cifar10_root, tmp_path).returncode == 0
+
+    proc = start([*args, f"hydra.run.dir={crashed}"], cifar10_root, tmp_path)
+    last = crashed / "checkpoints" / "last.ckpt"
+    wait_for(last, proc)
+    proc.kill()  # SIGKILL: no handler runs
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = step(last)
+    assert killed_at < 25 and killed_at % 10 != 0  # a mid-epoch checkpoint, not the end
+
+    proc2 = train([*args, f"hydra.run.dir={crashed}", "resume=true"], cifar10_root, tmp_path)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert step(last) == 25
+    a, b = weights(full / "checkpoints" / "last.ckpt"), weights(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma = json.loads((full / "summary.json").read_text())["metrics"]
+    mb = json.loads((crashed / "summary.json").read_text())["metrics"]
+    assert mb["val/err"] == ma["val/err"] and mb["val/loss"] == ma["val/loss"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_saves_a_checkpoint_before_exit(
+    sig: signal.Signals, cifar10_root: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = [*FAST, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}"]
+    proc = start(args, cifar10_root, tmp_path)
+    wait_for(run_dir / "csv" / "metrics.csv", proc)  # training steps are being logged
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 128 + sig
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert 0 < step(last) < 100000
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = [
+        *FAST,
+        "trainer.max_steps=200",
+        "optimizer.lr=1e12",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = train(args, cifar10_root, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("reslab: error:")]
+    assert any(f"{what} at step" in line for what in ("is nan", "is inf", "not finite"))
+    bad_step = int(line.split(" at step ")[1].split()[0])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert str(last) in line
+    assert step(last) < bad_step
+    assert all(torch.isfinite(t).all() for t in weights(last).values() if t.is_floating_point())
+
+
+def test_a_failed_sweep_job_does_not_stop_the_others_and_a_relaunch_skips_finished(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "trainer.max_steps=3", f"hydra.sweep.dir={sweep}"]
+    proc = train([*args, "optimizer.lr=-1,0.05"], cifar10_root, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failed, done = sorted(sweep.glob("[0-9]_*"))
+    bad = json.loads((failed / "summary.json").read_text())
+    assert bad["status"] == "failed" and "optimizer.lr=-1" in bad["error"]
+    good = json.loads((done / "summary.json").read_text())
+    assert good["status"] == "completed" and good["steps"] == 3
+
+    again = train([*args, "optimizer.lr=-1,0.05", "resume=true"], cifar10_root, tmp_path)
+    assert again.returncode == 0
+    assert json.loads((done / "summary.json").read_text()) == good  # skipped, not re-run
+    assert "already finished; skipping" in (done / "train.log").read_text()
+
+
+def _other_arch_ckpt(path: Path) -> Path:
+    from reslab.models import cifar_resnet
+
+    net = cifar_resnet(14)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"model": {"depth": 14}}}, path)
+    return path
+
+
+BAD = [
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1 must be positive"),
+    ("optimizer.lr=0", "optimizer.lr=0 must be positive"),
+    ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+    ("model=resnet999", "Could not find 'model/resnet999'"),
+    ("optimizer=sgdd", "Could not find 'optimizer/sgdd'"),
+    ("data=imagenet1", "Could not find 'data/imagenet1'"),
+    ("model.depth=21", "model.depth=21 is not a CIFAR ResNet depth"),
+    ("model.shortcut=E", "model.shortcut='E' is not valid"),
+    ("trainer.devices=999", "trainer.devices=999 but this machine has"),
+    ("model.num_classes=100", "model.num_classes=100 but the data has 10 classes"),
+    ("CORRUPT", "data_batch_1 is corrupt (md5 differs"),
+    ("OTHER_ARCH", "holds another architecture"),
+    ("TRUNCATED", "is not a readable Lightning checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("override", "needle"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_fails_before_compute_in_one_line(
+    override: str, needle: str, cifar10_root: Path, tmp_path: Path
+) -> None:
+    data, args = cifar10_root, [*FAST]
+    if override == "CORRUPT":
+        data = tmp_path / "data"
+        subprocess.run(["cp", "-r", str(cifar10_root), str(data)], check=True)
+        (data / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not cifar")
+        args = [a for a in args if a != "data.verify_md5=false"]
+    elif override == "OTHER_ARCH":
+        args.append(f"ckpt_path={_other_arch_ckpt(tmp_path / 'other.ckpt')}")
+    elif override == "TRUNCATED":
+        full = _other_arch_ckpt(tmp_path / "full.ckpt").read_bytes()
+        (tmp_path / "cut.ckpt").write_bytes(full[: len(full) // 2])
+        args.append(f"ckpt_path={tmp_path / 'cut.ckpt'}")
+    else:
+        args.append(override)
+    run_dir = tmp_path / "run"
+    proc = train([*args, f"hydra.run.dir={run_dir}"], data, tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if needle in ln]
+    assert len(lines) == 1, proc.stderr[-2000:]  # the error is one line, Hydra's or ours
+    assert lines[0].startswith(("reslab: error:", "In 'train': Could not find"))
+    if run_dir.exists():  # Hydra made it: only its config and the error log
+        assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}
