@@ -167,6 +167,7 @@ class ErrorTracker(Callback):
 
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {"train/err": [], "val/err": []}
+        self.fit_result: dict[str, dict[str, float | None]] | None = None
 
     def _record(self, trainer: L.Trainer, key: str, logged_as: str) -> None:
         value = trainer.callback_metrics.get(logged_as)
@@ -178,6 +179,11 @@ class ErrorTracker(Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer, "val/err", "val/err")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # `trainer.test(ckpt_path="best")` restores this state from that checkpoint: keep the
+        # result of the whole fit.
+        self.fit_result = self.best_and_final()
 
     def best_and_final(self) -> dict[str, dict[str, float | None]]:
         return {

@@ -29,7 +29,7 @@ class GradientDiagnostics(Callback):
     """Every `every_n_steps`: `grad_norm/layer<i>` (all nets) and, for residual nets,
     `branch_ratio/layer<i>`, the mean over the stage's blocks of ||F(x)|| / ||shortcut(x)||.
 
-    Needs a net with `stages()` whose blocks have `last_bn` (the branch output),
+    Needs a net with `stages()` whose blocks have `last_layer()` (the branch output),
     `downsample` and `residual`, as `reslab.models.ResNet`. Values go straight to the loggers,
     like Lightning's LearningRateMonitor, so they do not depend on `log_every_n_steps`.
     """
@@ -62,7 +62,7 @@ class GradientDiagnostics(Callback):
             for block in stage:
                 self._stage_of[block] = i
                 self._handles.append(block.register_forward_pre_hook(self._block_input))
-                self._handles.append(block.last_bn.register_forward_hook(self._branch(block)))
+                self._handles.append(block.last_layer().register_forward_hook(self._branch(block)))
                 if block.downsample is not None:
                     hook = self._shortcut(block)
                     self._handles.append(block.downsample.register_forward_hook(hook))

@@ -33,7 +33,7 @@ def run_summary(
     net = module.net
     size = input_size(datamodule)
     tracker = next((c for c in trainer.callbacks if isinstance(c, ErrorTracker)), None)
-    errors = tracker.best_and_final() if tracker else {}
+    errors = (tracker.fit_result or tracker.best_and_final()) if tracker else {}
     return {
         "run_name": cfg.run_name,
         "status": "completed",
