@@ -94,7 +94,7 @@ def wait_for_checkpoint(proc: subprocess.Popen, log_dir: Path) -> Path:
 def test_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
-    steps = 60
+    steps = 300  # long enough that the job is still running when the requeue lands
     args = [f"trainer.max_steps={steps}", "+trainer.val_check_interval=5", "test=false"]
     proc = sweep(["seed=1", "trainer=cpu", *args], cifar10_root, tmp_path)
     job_id = None
@@ -102,8 +102,8 @@ def test_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
         last = wait_for_checkpoint(proc, tmp_path)
         (job_dir,) = (p for p in (last.parents[2] / ".submitit").iterdir() if p.is_dir())
         job_id = job_dir.name
-        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
         at_requeue = torch.load(last, weights_only=False)["global_step"]
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
         out = finish(proc, timeout=500)
     finally:
         if proc.poll() is None:
