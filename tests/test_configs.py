@@ -191,3 +191,11 @@ def test_local_parallel_launcher_config(tmp_path: Path) -> None:
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", ["hydra/launcher=local"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+
+
+@pytest.mark.parametrize("name", ["preact_resnet164", "wrn28_10"])
+def test_cifar_headline_experiments_use_cifar_augmentation(tmp_path: Path, name: str) -> None:
+    cfg = compose_train(tmp_path, [f"experiment={name}"])
+    data = build(cfg.data, "data")
+    out = data.train_transform(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
+    assert out.shape == (3, 32, 32) and cfg.data.name == "cifar10"
