@@ -2,12 +2,16 @@
 
     python scripts/benchmark.py                                   # ResNet-20, CIFAR, CPU
     python scripts/benchmark.py --device cuda --precision bf16-mixed --channels-last --compile
+    python scripts/benchmark.py --device cuda --model resnet50 --data synthetic --image-size 224
 
 Rows: the full reslab pipeline (DataModule + LightningModule + Trainer, built from the Hydra
 config as `reslab-train` builds it) vs a bare PyTorch loop over the same model, data, batch,
 optimizer and schedule; our ResNet's forward+backward vs torchvision's same architecture; the
-input pipelines alone (device-resident and DataLoader) vs what the model consumes. Uses CIFAR-10
-under --data-dir, or random images in the CIFAR format when there is none there.
+input pipelines alone (device and workers) vs what the model consumes. Training rows also give
+the model FLOP utilisation: forward+backward FLOPs counted by `torch.utils.flop_counter`, over
+the device's peak (datasheet for known GPUs, else a measured matmul). Uses CIFAR-10 under
+--data-dir, or random images in the CIFAR format when there is none there; `--data synthetic`
+serves random device-resident images of --image-size instead (no DataModule, no files).
 """
 
 from __future__ import annotations
@@ -29,12 +33,22 @@ import torch.nn.functional as F
 import torchvision
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+from torch.utils.flop_counter import FlopCounterMode
 
 from reslab.config import CONFIG_DIR, build, register_resolvers
-from reslab.data.gpu_cifar import DeviceLoader, tensors
+from reslab.data.device import DeviceLoader, tensors
 from reslab.models import imagenet_resnet
 from reslab.module import param_groups
-from reslab.train import build_module, build_net
+from reslab.train import build_module, build_net, build_trainer
+
+# Dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, TFLOP/s: (fp32, tf32, 16-bit).
+# Matched on torch.cuda.get_device_name(); first match wins, so PCIe comes before SXM.
+GPU_PEAKS = {
+    "H100 PCIe": (51.2, 378.0, 756.0),
+    "H100": (66.9, 494.7, 989.4),
+    "H200": (66.9, 494.7, 989.4),
+    "A100": (19.5, 156.0, 312.0),
+}
 
 
 def write_random_cifar10(root: Path, n: int = 50_000) -> None:
@@ -55,9 +69,9 @@ def write_random_cifar10(root: Path, n: int = 50_000) -> None:
         pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
 
 
-def config(args: argparse.Namespace, data: str, out: Path) -> DictConfig:
+def config(args: argparse.Namespace, pipeline: str, out: Path) -> DictConfig:
     overrides = [
-        f"model={args.model}", f"data={data}", f"data.root={args.data_dir}",
+        f"model={args.model}", f"data.pipeline={pipeline}", f"data.root={args.data_dir}",
         "data.download=false", "data.verify_md5=false", f"data.batch_size={args.batch_size}",
         f"trainer.accelerator={args.device}", f"trainer.precision={args.precision}",
         f"module.channels_last={args.channels_last}", f"module.compile={args.compile}",
@@ -67,6 +81,7 @@ def config(args: argparse.Namespace, data: str, out: Path) -> DictConfig:
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.trainer.max_steps = args.warmup + args.steps
+        cfg.model.num_classes = args.num_classes
         cfg.trainer.limit_val_batches = 0
     return cfg
 
@@ -94,14 +109,31 @@ class StepTimer(L.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def full_pipeline(cfg: DictConfig, args: argparse.Namespace) -> float:
-    """img/s of `reslab-train`'s objects: config-built DataModule, module, callbacks, logger."""
-    datamodule = build(cfg.data, "data")
-    module = build_module(cfg, datamodule.num_classes)
+class SyntheticData(L.LightningDataModule):
+    """Random uint8 images resident on the training device, served (flipped, normalised) by
+    the device pipeline's loader: the pipeline rows then time module + Trainer alone."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+        super().__init__()
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
+    def train_dataloader(self) -> DeviceLoader:
+        return synthetic_loader(self.images, self.labels, self.batch_size)
+
+
+def synthetic_loader(images: torch.Tensor, labels: torch.Tensor, batch: int) -> DeviceLoader:
+    mean = std = (0.5, 0.5, 0.5)
+    return DeviceLoader(images, labels, batch, mean, std, flip_p=0.5, train=True)
+
+
+def full_pipeline(cfg: DictConfig, args: argparse.Namespace, datamodule: Any = None) -> float:
+    """img/s of `reslab-train`'s objects: config-built DataModule (unless given), module,
+    Trainer with its callbacks and logger."""
+    datamodule = datamodule or build(cfg.data, "data")
+    module = build_module(cfg, args.num_classes)
+    trainer = build_trainer(cfg)
     timer = StepTimer(args.warmup, args.steps, args.device)
-    callbacks = [build(c, f"callbacks.{k}") for k, c in cfg.callbacks.items()]
-    loggers = [build(c, f"logger.{k}") for k, c in cfg.logger.items()]
-    trainer = build(cfg.trainer, "trainer", callbacks=[*callbacks, timer], logger=loggers)
+    trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
     return args.steps * args.batch_size / timer.seconds
 
@@ -123,7 +155,7 @@ def prepare(net: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
 
 def bare_loop(cfg: DictConfig, args: argparse.Namespace, batches: Iterable[Any]) -> float:
     """img/s of a hand-written loop: same net, optimizer, schedule, precision and batches."""
-    net = prepare(build_net(cfg, 10), args).train()
+    net = prepare(build_net(cfg, args.num_classes), args).train()
     optimizer = build(cfg.optimizer, "optimizer")(param_groups(net, True))
     scheduler = build(cfg.scheduler, "scheduler")["scheduler"](optimizer)
     scaler = torch.amp.GradScaler(enabled=args.precision == "16-mixed")
@@ -171,6 +203,43 @@ def fwd_bwd(net: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> 
     return run
 
 
+def train_flops_per_image(cfg: DictConfig, args: argparse.Namespace) -> float:
+    """FLOPs of one training step's forward+backward per image, counted on the CPU."""
+    net = build_net(cfg, args.num_classes).train()
+    x = torch.randn(2, 3, args.image_size, args.image_size)
+    with FlopCounterMode(display=False) as counter:
+        net(x).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def peak_flops(args: argparse.Namespace) -> tuple[float, str]:
+    """(FLOP/s, source) the utilisation is measured against."""
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12, "--peak-tflops"
+    sixteen = args.precision in ("bf16-mixed", "16-mixed")
+    if args.device == "cuda":
+        name = torch.cuda.get_device_name()
+        for key, (fp32, tf32, half) in GPU_PEAKS.items():
+            if key in name:
+                if sixteen:
+                    return half * 1e12, f"{key} datasheet, dense 16-bit"
+                if torch.backends.cudnn.allow_tf32:  # PyTorch's default for convolutions
+                    return tf32 * 1e12, f"{key} datasheet, dense TF32 (cudnn.allow_tf32)"
+                return fp32 * 1e12, f"{key} datasheet, fp32"
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
+    dtype = dtype or torch.float32
+    n = 4096 if args.device == "cuda" else 1024
+    a = torch.randn(n, n, device=args.device, dtype=dtype)
+    best = float("inf")
+    for _ in range(6):
+        sync(args.device)
+        start = time.perf_counter()
+        a @ a
+        sync(args.device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best, f"measured {n}x{n} {str(dtype).removeprefix('torch.')} matmul"
+
+
 def ours_vs_torchvision(args: argparse.Namespace) -> tuple[float, float]:
     """img/s of forward+backward, ours and torchvision's, same weights, interleaved rounds."""
     depth = int(args.tv_model.removeprefix("resnet"))
@@ -204,46 +273,70 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the compared runs")
+    parser.add_argument(
+        "--data", default="cifar10", choices=["cifar10", "synthetic"],
+        help="CIFAR-10 through `data=cifar10` (both pipelines), or random device-resident images",
+    )  # fmt: skip
+    parser.add_argument("--image-size", type=int, default=32, help="of --data synthetic")
     parser.add_argument("--data-dir", type=Path, default=None, help="holds cifar-10-batches-py/")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="override the peak")
     parser.add_argument("--tv-model", default="resnet18", help="torchvision twin to compare")
     parser.add_argument("--tv-size", type=int, default=224)
     parser.add_argument("--tv-batch", type=int, default=16)
     args = parser.parse_args()
+    if args.data == "cifar10" and args.image_size != 32:
+        parser.error(f"--image-size={args.image_size} needs --data synthetic (CIFAR is 32px)")
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     register_resolvers()
     out = Path(tempfile.mkdtemp(prefix="reslab-bench-"))
-    if args.data_dir is None or not (args.data_dir / "cifar-10-batches-py").is_dir():
+    if args.data == "synthetic":
+        args.data_dir = out / "data"  # composed, never read
+        data_note = f"random device-resident {args.image_size}px images"
+    elif args.data_dir is None or not (args.data_dir / "cifar-10-batches-py").is_dir():
         args.data_dir = out / "data"
         write_random_cifar10(args.data_dir)
         data_note = "random images in CIFAR-10's format (50k)"
     else:
         data_note = f"CIFAR-10 from {args.data_dir}"
 
-    device_cfg = config(args, "cifar10_gpu", out / "device")
-    loader_cfg = config(args, "cifar10", out / "loader")
-    dm = build(device_cfg.data, "data")
-    dm.setup("fit")
-    images, labels = tensors(dm.train_set)
-    device_batches = DeviceLoader(
-        images.to(args.device), labels.to(args.device), args.batch_size, dm.mean, dm.std,
-        pad=dm.pad, flip_p=dm.flip_p, train=True,
-    )  # fmt: skip
-    cpu_dm = build(loader_cfg.data, "data")
-    cpu_dm.setup("fit")
-    cpu_batches = cpu_dm.train_dataloader()
-    to_device = [(x.to(args.device), y.to(args.device)) for x, y in _take(cpu_batches, 8)]
+    args.num_classes = 1000 if args.data == "synthetic" else 10
+    device_cfg = config(args, "device", out / "device")
+    count = args.batch_size * (args.steps + args.warmup)
+    if args.data == "synthetic":
+        shape = (args.batch_size * 8, 3, args.image_size, args.image_size)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, device=args.device)
+        labels = torch.randint(0, args.num_classes, (shape[0],), device=args.device)
+        device_batches = synthetic_loader(images, labels, args.batch_size)
+        device_dm = SyntheticData(images, labels, args.batch_size)
+        loader_cfg = cpu_batches = None
+    else:
+        loader_cfg = config(args, "workers", out / "loader")
+        dm = build(device_cfg.data, "data")
+        dm.setup("fit")
+        images, labels = tensors(dm.train_set)
+        device_batches = DeviceLoader(
+            images.to(args.device), labels.to(args.device), args.batch_size, dm.mean, dm.std,
+            pad=dm.pad, flip_p=dm.flip_p, train=True,
+        )  # fmt: skip
+        device_dm = None
+        cpu_dm = build(loader_cfg.data, "data")
+        cpu_dm.setup("fit")
+        cpu_batches = cpu_dm.train_dataloader()
+    cached = [(x.to(args.device), y.to(args.device)) for x, y in _take(device_batches, 8)]
 
     rows: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         rows.setdefault("bare", []).append(bare_loop(device_cfg, args, device_batches))
-        rows.setdefault("full_device", []).append(full_pipeline(device_cfg, args))
-        rows.setdefault("full_loader", []).append(full_pipeline(loader_cfg, args))
-        rows.setdefault("model_only", []).append(bare_loop(device_cfg, args, to_device))
-    count = args.batch_size * (args.steps + args.warmup)
+        rows.setdefault("full_device", []).append(full_pipeline(device_cfg, args, device_dm))
+        if loader_cfg is not None:
+            rows.setdefault("full_loader", []).append(full_pipeline(loader_cfg, args))
+        rows.setdefault("model_only", []).append(bare_loop(device_cfg, args, cached))
     device_input = input_pipeline(device_batches, args.device, count * 4)
-    loader_input = input_pipeline(cpu_batches, args.device, count)
+    loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
     ours, theirs = ours_vs_torchvision(args)
+    flops = train_flops_per_image(device_cfg, args)
+    peak, peak_source = peak_flops(args)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
     bare, model = med["bare"], med["model_only"]
@@ -251,43 +344,44 @@ def main() -> None:
         f"\n{args.model}, batch {args.batch_size}, {args.precision}, channels_last="
         f"{args.channels_last}, compile={args.compile}, {args.device} "
         f"({torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}), torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads; {data_note}; median of "
-        f"{args.rounds} rounds of {args.steps} steps\n"
+        f"{torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads; "
+        f"{data_note}; median of {args.rounds} rounds of {args.steps} steps; "
+        f"{flops / 1e9:.3f} GFLOP per image per training step (forward+backward); peak "
+        f"{peak / 1e12:,.2f} TFLOP/s ({peak_source})\n"
     )
-    print("| measurement | img/s | ratio | to |")
-    print("| --- | ---: | ---: | --- |")
+    pipeline = "`data=cifar10` (device pipeline, default)"
+    if args.data == "synthetic":
+        pipeline = "module + Trainer, synthetic device data"
     table = [
-        ("bare PyTorch loop, device-resident data", bare, 1.0, "itself"),
-        (
-            "reslab-train pipeline, `data=cifar10_gpu`",
-            med["full_device"],
-            med["full_device"] / bare,
-            "bare loop",
-        ),
-        (
-            "reslab-train pipeline, `data=cifar10` (DataLoader)",
-            med["full_loader"],
-            med["full_loader"] / bare,
-            "bare loop",
-        ),
-        ("model alone (8 cached batches, bare loop)", model, 1.0, "itself"),
-        ("input: device-resident loader alone", device_input, device_input / model, "model alone"),
-        (
-            "input: DataLoader (`data.num_workers`) alone",
-            loader_input,
-            loader_input / model,
-            "model alone",
-        ),
+        ("bare PyTorch loop, device-resident data", bare, 1.0, "itself", True),
+        (f"reslab-train pipeline, {pipeline}", med["full_device"], None, "bare loop", True),
+    ]
+    if "full_loader" in med:
+        name = "reslab-train pipeline, `data.pipeline=workers` (DataLoader)"
+        table.append((name, med["full_loader"], None, "bare loop", True))
+    table += [
+        ("model alone (8 cached batches, bare loop)", model, 1.0, "itself", True),
+        ("input: device loader alone", device_input, None, "model alone", False),
+    ]
+    if loader_input is not None:
+        name = "input: DataLoader (`data.num_workers`) alone"
+        table.append((name, loader_input, None, "model alone", False))
+    table += [
         (
             f"our {args.tv_model} fwd+bwd, {args.tv_size}px batch {args.tv_batch}",
             ours,
             ours / theirs,
             "torchvision",
+            False,
         ),
-        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself"),
+        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself", False),
     ]
-    for name, rate, ratio, ref in table:
-        print(f"| {name} | {rate:,.0f} | {ratio:.3f} | {ref} |")
+    print("| measurement | img/s | ratio | to | TFLOP/s | MFU |")
+    print("| --- | ---: | ---: | --- | ---: | ---: |")
+    for name, rate, ratio, ref, trains in table:
+        ratio = ratio if ratio is not None else rate / (bare if ref == "bare loop" else model)
+        achieved = f"{rate * flops / 1e12:.3f} | {rate * flops / peak:.1%}" if trains else "|"
+        print(f"| {name} | {rate:,.0f} | {ratio:.3f} | {ref} | {achieved} |")
 
 
 def _take(batches: Iterable[Any], n: int) -> list[Any]:

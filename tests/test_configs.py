@@ -14,6 +14,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from reslab.config import CONFIG_DIR, build, register_resolvers
 from reslab.data import ClassificationDataModule
+from reslab.errors import ConfigError
 from reslab.module import ImageClassifier
 from reslab.train import build_module, build_net, build_trainer
 
@@ -80,7 +81,14 @@ def test_data_configs(tmp_path: Path, name: str, imagefolder_root: Path) -> None
 
 @pytest.mark.parametrize("name", options("augmentation"))
 def test_augmentation_configs(tmp_path: Path, name: str) -> None:
-    cfg = compose_train(tmp_path, [f"augmentation={name}"])
+    """Every augmentation runs on the workers pipeline; the default device pipeline takes the
+    CIFAR ones and refuses the rest before any compute, naming the fix."""
+    if name in ("cifar", "none"):
+        build(compose_train(tmp_path, [f"augmentation={name}"]).data, "data")
+    else:
+        with pytest.raises(ConfigError, match=r"data\.pipeline=workers"):
+            build(compose_train(tmp_path, [f"augmentation={name}"]).data, "data")
+    cfg = compose_train(tmp_path, [f"augmentation={name}", "data.pipeline=workers"])
     data = build(cfg.data, "data")
     size = cfg.augmentation.get("size", 32)
     image = torch.randint(0, 256, (3, 300, 400) if size > 32 else (3, 32, 32), dtype=torch.uint8)

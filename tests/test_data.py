@@ -15,12 +15,15 @@ PAPER = {"train": [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()], "ev
 
 
 def dm(root: Path, **kw) -> CIFARDataModule:
+    """The workers pipeline: torchvision datasets with per-image transforms (the device
+    pipeline's batches are checked against these in test_device_pipeline.py)."""
     kw = {"root": str(root), "verify_md5": False, "num_workers": 0, "batch_size": 32, **kw}
-    return CIFARDataModule(augmentation=PAPER, **kw)
+    return CIFARDataModule(**{"augmentation": PAPER, "pipeline": "workers", **kw})
 
 
-def test_reads_the_official_format(cifar10_root: Path) -> None:
-    data = dm(cifar10_root)
+@pytest.mark.parametrize("pipeline", ["workers", "device"])
+def test_reads_the_official_format(cifar10_root: Path, pipeline: str) -> None:
+    data = dm(cifar10_root, pipeline=pipeline)
     data.prepare_data()
     data.setup("fit")
     assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (500, 200, 200)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from reslab.train import main
+
 BIN = Path(sys.executable).parent
 FAST = [
     "data.verify_md5=false",
@@ -68,10 +70,16 @@ def step(ckpt: Path) -> int:
     return torch.load(ckpt, weights_only=False)["global_step"]
 
 
+@pytest.mark.parametrize("pipeline", ["device", "workers"])
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
-    cifar10_root: Path, tmp_path: Path
+    cifar10_root: Path, tmp_path: Path, pipeline: str
 ) -> None:
-    args = [*FAST, "trainer.max_steps=25", "callbacks.last_checkpoint.every_n_train_steps=7"]
+    args = [
+        *FAST,
+        f"data.pipeline={pipeline}",
+        "trainer.max_steps=25",
+        "callbacks.last_checkpoint.every_n_train_steps=7",
+    ]
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     assert train([*args, f"hydra.run.dir={full}"], cifar10_root, tmp_path).returncode == 0
 
@@ -174,9 +182,26 @@ BAD = [
 ]
 
 
+@pytest.fixture
+def train_in_process(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture):
+    """`reslab-train ARGS` run by its own entry point in this process (a second per case
+    instead of a new interpreter); returns its exit code and stderr."""
+
+    def run(args: list[str], data: Path, logs: Path) -> tuple[int, str]:
+        monkeypatch.setenv("DATA_DIR", str(data))
+        monkeypatch.setenv("RESLAB_LOG_DIR", str(logs))
+        monkeypatch.setattr(sys, "argv", ["reslab-train", *args])
+        capfd.readouterr()
+        with pytest.raises(SystemExit) as exit:
+            main()
+        return exit.value.code, capfd.readouterr().err
+
+    return run
+
+
 @pytest.mark.parametrize(("override", "needle"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_fails_before_compute_in_one_line(
-    override: str, needle: str, cifar10_root: Path, tmp_path: Path
+    override: str, needle: str, cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:
     data, args = cifar10_root, [*FAST]
     if override == "CORRUPT":
@@ -193,11 +218,11 @@ def test_bad_input_fails_before_compute_in_one_line(
     else:
         args.append(override)
     run_dir = tmp_path / "run"
-    proc = train([*args, f"hydra.run.dir={run_dir}"], data, tmp_path)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if needle in ln]
-    assert len(lines) == 1, proc.stderr[-2000:]  # the error is one line, Hydra's or ours
+    code, stderr = train_in_process([*args, f"hydra.run.dir={run_dir}"], data, tmp_path)
+    assert code != 0
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.splitlines() if needle in ln]
+    assert len(lines) == 1, stderr[-2000:]  # the error is one line, Hydra's or ours
     assert lines[0].startswith(("reslab: error:", "In 'train': Could not find"))
     if run_dir.exists():  # Hydra made it: only its config and the error log
         assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}

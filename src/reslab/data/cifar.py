@@ -1,4 +1,9 @@
-"""CIFAR-10/100 through torchvision's datasets, with the paper's 45k/5k split as an option."""
+"""CIFAR-10/100 through torchvision's datasets, with the paper's 45k/5k split as an option.
+
+Two input pipelines over the same files: `device` (default) keeps the uint8 images on the
+training device and augments whole batches there (`reslab.data.device`); `workers` runs
+torchvision transforms per image in DataLoader worker processes, for any augmentation.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
 from reslab.data.base import ClassificationDataModule
+from reslab.data.device import DeviceLoader, device_augmentation, tensors
+from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError, DataError
 
 
@@ -40,6 +47,8 @@ class _CIFAR100(_Checked, CIFAR100):
     pass
 
 
+PIPELINES = ("device", "workers")
+
 DATASETS: dict[str, tuple[type[CIFAR10], int]] = {
     "cifar10": (_CIFAR10, 10),
     "cifar100": (_CIFAR100, 100),
@@ -56,7 +65,10 @@ class CIFARDataModule(ClassificationDataModule):
     """CIFAR-10 or CIFAR-100 in the official python format under `root`.
 
     `val_size=5000` holds out a fixed random 5k of the 50k training images (the paper's 45k/5k
-    split); `val_size=0` validates on the test set, as the paper's curves do.
+    split); `val_size=0` validates on the test set, as the paper's curves do. `pipeline`:
+    `device` (pad-crop-flip on the training device, the fast path on GPU and CPU alike; `seed`
+    drives its shuffling and crops) or `workers` (`num_workers` DataLoader processes, any
+    torchvision augmentation).
     """
 
     def __init__(
@@ -72,8 +84,17 @@ class CIFARDataModule(ClassificationDataModule):
         mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
         std: Sequence[float] = (0.2470, 0.2435, 0.2616),
         augmentation: dict[str, Sequence[Any]] | None = None,
+        pipeline: str = "device",
+        seed: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, mean, std, augmentation)
+        if pipeline not in PIPELINES:
+            raise ConfigError(f"data.pipeline={pipeline!r} is not valid; choose one of {PIPELINES}")
+        if pipeline == "device":
+            self.pad, self.flip_p = device_augmentation(
+                self.augmentation.get("train", ()), self.augmentation.get("eval", ())
+            )
+        self.pipeline, self.seed, self.mean, self.std = pipeline, seed, mean, std
         if name not in DATASETS:
             raise ConfigError(f"data.name={name!r} is not valid; choose one of {list(DATASETS)}")
         cls, classes = DATASETS[name]
@@ -134,3 +155,24 @@ class CIFARDataModule(ClassificationDataModule):
             self.val_set = Subset(held_out, order[: self.val_size].tolist())
         else:
             self.train_set, self.val_set = train, self.test_set
+
+    def _loader(self, dataset: Any, shuffle: bool) -> Any:
+        if self.pipeline == "workers":
+            return super()._loader(dataset, shuffle)
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        images, labels = tensors(dataset)
+        return DeviceLoader(
+            images.to(device),
+            labels.to(device),
+            per_device_batch(self.batch_size, world),
+            self.mean,
+            self.std,
+            pad=self.pad,
+            flip_p=self.flip_p,
+            train=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )

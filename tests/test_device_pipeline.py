@@ -1,5 +1,5 @@
-"""The device-resident CIFAR path: same augmentation and pixels as the CPU path, resumable,
-sharded under DDP."""
+"""CIFAR's device pipeline (the default): same augmentation and pixels as the workers
+pipeline, resumable, sharded under DDP."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 
 from reslab.data import CIFARDataModule
-from reslab.data.gpu_cifar import DeviceCIFARDataModule, DeviceLoader, crop_flip, normalize
+from reslab.data.device import DeviceLoader, crop_flip, normalize
 from reslab.errors import ConfigError
 from reslab.models import cifar_resnet
 from reslab.module import ImageClassifier
@@ -68,10 +68,10 @@ def to_uint8(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
     return pixels.to(torch.uint8).reshape(x.shape[1], x.shape[0], *x.shape[2:]).transpose(0, 1)
 
 
-def datamodules(root: Path, **kw) -> tuple[CIFARDataModule, DeviceCIFARDataModule]:
+def datamodules(root: Path, **kw) -> tuple[CIFARDataModule, CIFARDataModule]:
     args = dict(root=str(root), batch_size=64, verify_md5=False, augmentation=PAPER, **kw)
-    cpu = CIFARDataModule(num_workers=0, **args)
-    gpu = DeviceCIFARDataModule(seed=0, **args)
+    cpu = CIFARDataModule(pipeline="workers", num_workers=0, **args)
+    gpu = CIFARDataModule(**args)
     for dm in (cpu, gpu):
         dm.prepare_data()
         dm.setup("fit")
@@ -142,11 +142,15 @@ def test_ddp_ranks_get_disjoint_equal_shards() -> None:
 
 
 def test_other_augmentations_are_refused(cifar10_root: Path) -> None:
-    with pytest.raises(ConfigError, match="pad-crop and flip only"):
-        DeviceCIFARDataModule(root=str(cifar10_root), augmentation={"train": [v2.ColorJitter()]})
+    jitter = {"train": [v2.ColorJitter()]}
+    with pytest.raises(ConfigError, match=r"pad-crop and flip only.*data\.pipeline=workers"):
+        CIFARDataModule(root=str(cifar10_root), augmentation=jitter)
     reflect = {"train": [v2.RandomCrop(32, padding=4, padding_mode="reflect")]}
-    with pytest.raises(ConfigError, match="zero pad"):
-        DeviceCIFARDataModule(root=str(cifar10_root), augmentation=reflect)
+    with pytest.raises(ConfigError, match=r"zero pad.*data\.pipeline=workers"):
+        CIFARDataModule(root=str(cifar10_root), augmentation=reflect)
+    with pytest.raises(ConfigError, match=r"data\.pipeline='gpu'"):
+        CIFARDataModule(root=str(cifar10_root), pipeline="gpu")
+    CIFARDataModule(root=str(cifar10_root), augmentation=jitter, pipeline="workers")
 
 
 def test_fit_with_device_data_and_speed_switches(cifar10_root: Path, tmp_path: Path) -> None:
@@ -175,3 +179,36 @@ def test_fit_with_device_data_and_speed_switches(cifar10_root: Path, tmp_path: P
     reference.load_state_dict(module.net.state_dict())
     module.eval()
     torch.testing.assert_close(module(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_lightning_runs_every_epoch_and_validation_in_full(cifar10_root: Path) -> None:
+    """Lightning stops each pass after len() batches (the sanity check after two); the next
+    pass must still be a whole new epoch, not the empty rest of the old one."""
+    _, gpu = datamodules(cifar10_root, val_size=100)
+    seen: list[tuple[str, int]] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            seen.append(("train", trainer.current_epoch))
+
+        def on_validation_batch_start(self, trainer, *_):
+            seen.append(("sanity" if trainer.sanity_checking else "val", trainer.current_epoch))
+
+    module = ImageClassifier(cifar_resnet(depth=8), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
+    trainer.fit(module, datamodule=gpu)
+    train_batches, val_batches = len(gpu.train_dataloader()), len(gpu.val_dataloader())
+    assert (train_batches, val_batches) == (7, 2)  # 400 / 64 and 100 / 64, rounded up
+    assert seen.count(("sanity", 0)) == 2
+    for epoch in range(3):
+        assert seen.count(("train", epoch)) == train_batches
+        assert seen.count(("val", epoch)) == val_batches
+    assert trainer.global_step == 3 * train_batches

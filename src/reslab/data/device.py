@@ -3,7 +3,8 @@
 CIFAR-10 is 150 MB as uint8, so it fits in any accelerator's memory. Serving batches from
 there skips the per-image transforms, worker processes and host-to-device copies of the
 DataLoader path, with the same augmentation: zero-pad, random crop, horizontal flip,
-per-channel normalisation (`tests/test_gpu_cifar.py` checks that against the CPU path).
+per-channel normalisation (`tests/test_device_pipeline.py` checks that against the workers
+path). `CIFARDataModule(pipeline="device")`, the default, serves its batches from here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from reslab.data.cifar import CIFARDataModule
-from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
 
 
@@ -71,7 +70,7 @@ class DeviceLoader:
         self.batch_size, self.mean, self.std = batch_size, mean, std
         self.pad, self.flip_p, self.train = pad, flip_p, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch, self.served = 0, 0
+        self.epoch, self.served, self.restored = 0, 0, False
         self.generator = torch.Generator(images.device).manual_seed(seed * 1000 + rank)
 
     def _order(self) -> Tensor:
@@ -88,12 +87,16 @@ class DeviceLoader:
         return -(-shard // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # A new pass starts a new epoch unless it continues a restored state: Lightning stops
+        # iterating after len() batches, and its sanity check after two.
+        if self.served >= len(self) or (self.served and not self.restored):
+            self.epoch, self.served = self.epoch + 1, 0
+        self.restored = False
         order = self._order()
         while self.served < len(self):
             idx = order[self.served * self.batch_size : (self.served + 1) * self.batch_size]
             self.served += 1
             yield self._batch(idx)
-        self.epoch, self.served = self.epoch + 1, 0
 
     def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         images = self.images[idx]
@@ -105,7 +108,7 @@ class DeviceLoader:
         return {"epoch": self.epoch, "served": self.served, "rng": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.served = state["epoch"], state["served"]
+        self.epoch, self.served, self.restored = state["epoch"], state["served"], True
         self.generator.set_state(state["rng"])
 
 
@@ -117,55 +120,24 @@ def device_augmentation(train: Sequence[Any], eval: Sequence[Any]) -> tuple[int,
         if isinstance(t, v2.RandomCrop):
             zero_pad = t.padding_mode == "constant" and t.fill == 0 and t.size == (32, 32)
             if not zero_pad or len(set(t.padding)) != 1 or t.pad_if_needed:
-                raise ConfigError(f"data=cifar*_gpu needs a 32 crop of a zero pad: {t}")
+                raise ConfigError(
+                    f"data.pipeline=device needs a 32 crop of a zero pad, not {t}; "
+                    "set data.pipeline=workers for other crops"
+                )
             pad = t.padding[0]
         elif isinstance(t, v2.RandomHorizontalFlip):
             flip_p = t.p
         else:
             raise ConfigError(
-                f"data=cifar*_gpu augments on the device with pad-crop and flip only, not {t}; "
-                "use data=cifar10 / cifar100 for other augmentations"
+                f"data.pipeline=device augments with pad-crop and flip only, not {t}; "
+                "set data.pipeline=workers for other augmentations"
             )
     if eval:
-        raise ConfigError(f"data=cifar*_gpu takes no eval augmentation (got {list(eval)})")
+        raise ConfigError(
+            f"data.pipeline=device takes no eval augmentation (got {list(eval)}); "
+            "set data.pipeline=workers"
+        )
     return pad, flip_p
-
-
-class DeviceCIFARDataModule(CIFARDataModule):
-    """`CIFARDataModule` (same files, checks and 45k/5k split) whose loaders serve batches
-    from the training device, with no worker processes."""
-
-    def __init__(
-        self,
-        seed: int = 0,
-        mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
-        std: Sequence[float] = (0.2470, 0.2435, 0.2616),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(num_workers=0, mean=mean, std=std, **kwargs)
-        self.pad, self.flip_p = device_augmentation(
-            self.augmentation.get("train", ()), self.augmentation.get("eval", ())
-        )
-        self.seed, self.mean, self.std = seed, mean, std
-
-    def _loader(self, dataset: Any, shuffle: bool) -> DeviceLoader:
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer else torch.device("cpu")
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        images, labels = tensors(dataset)
-        return DeviceLoader(
-            images.to(device),
-            labels.to(device),
-            per_device_batch(self.batch_size, world),
-            self.mean,
-            self.std,
-            pad=self.pad,
-            flip_p=self.flip_p,
-            train=shuffle,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-        )
 
 
 def tensors(dataset: Any) -> tuple[Tensor, Tensor]:

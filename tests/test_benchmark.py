@@ -1,0 +1,84 @@
+"""`scripts/benchmark.py` runs as the README shows and prints a complete table (no speed
+assertions: the figures are the benchmark's job, not the tests')."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from reslab.flops import count_macs
+from reslab.models import cifar_resnet, imagenet_resnet
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark.py"
+TINY = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--tv-size", "64", "--tv-batch", "2"]
+
+
+def bench(*args: str) -> tuple[str, dict[str, list[str]]]:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *TINY, *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("| ") and not line.startswith("| measurement"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return proc.stdout, rows
+
+
+def gflop(stdout: str) -> float:
+    return float(re.search(r"([\d.]+) GFLOP per image per training step", stdout).group(1))
+
+
+def check_training_rows(rows: dict[str, list[str]], names: list[str]) -> None:
+    for name in names:
+        (row,) = [cells for key, cells in rows.items() if key.startswith(name)]
+        rate, ratio, _, tflops, mfu = row
+        assert float(rate.replace(",", "")) > 0 and float(ratio) > 0
+        assert float(tflops) > 0 and 0 < float(mfu.rstrip("%")) < 100
+
+
+def test_cifar_table(cifar10_root: Path) -> None:
+    stdout, rows = bench(
+        "--batch-size", "32", "--data-dir", str(cifar10_root), "--peak-tflops", "1"
+    )  # fmt: skip
+    check_training_rows(
+        rows,
+        [
+            "bare PyTorch loop",
+            "reslab-train pipeline, `data=cifar10`",
+            "reslab-train pipeline, `data.pipeline=workers`",
+            "model alone",
+        ],
+    )
+    assert {"input: device loader alone", "input: DataLoader (`data.num_workers`) alone"} <= set(
+        rows
+    )
+    assert rows["torchvision resnet18 fwd+bwd"][1] == "1.000"
+    assert f"CIFAR-10 from {cifar10_root}" in stdout
+    # Training FLOPs: forward (2 per MAC) plus backward (about twice that; the first conv
+    # needs no input gradient).
+    forward = 2 * count_macs(cifar_resnet(20))["total"] / 1e9
+    assert 2.8 * forward < gflop(stdout) <= 3.0 * forward
+    assert "peak 1.00 TFLOP/s (--peak-tflops)" in stdout
+    _, _, _, tflops, mfu = rows["bare PyTorch loop, device-resident data"]
+    assert abs(float(mfu.rstrip("%")) - 100 * float(tflops)) < 0.2
+
+
+def test_synthetic_imagenet_size(tmp_path: Path) -> None:
+    stdout, rows = bench("--model", "resnet18", "--data", "synthetic", "--image-size", "64",
+                         "--batch-size", "4")  # fmt: skip
+    check_training_rows(rows, ["bare PyTorch loop", "reslab-train pipeline, module + Trainer"])
+    assert not any("workers" in name for name in rows)
+    assert "measured 1024x1024 float32 matmul" in stdout
+    forward = 2 * count_macs(imagenet_resnet(18), (3, 64, 64))["total"] / 1e9
+    assert 2.8 * forward < gflop(stdout) <= 3.0 * forward
+
+
+def test_image_size_needs_synthetic() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--image-size", "224"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "--image-size=224 needs --data synthetic" in proc.stderr
