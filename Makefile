@@ -1,11 +1,12 @@
 # make train: set up .venv (once) and train the default ResNet-20 on CIFAR-10.
 # make test:  set up .venv with the dev tools (once) and run the test suite.
+# make bench: the speed harness, scripts/benchmark.py (README, Performance).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test lint format clean
+.PHONY: train test bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ train: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import pickle
 import statistics
 import tempfile
@@ -135,6 +136,10 @@ def full_pipeline(cfg: DictConfig, args: argparse.Namespace, datamodule: Any = N
     timer = StepTimer(args.warmup, args.steps, args.device)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
+    if trainer.global_step < args.warmup + args.steps:
+        raise SystemExit(f"benchmark: the reslab-train run stopped at step {trainer.global_step}")
+    del trainer, datamodule  # persistent DataLoader workers exit before the next measurement
+    gc.collect()
     return args.steps * args.batch_size / timer.seconds
 
 
@@ -228,10 +233,10 @@ def peak_flops(args: argparse.Namespace) -> tuple[float, str]:
                 return fp32 * 1e12, f"{key} datasheet, fp32"
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
     dtype = dtype or torch.float32
-    n = 4096 if args.device == "cuda" else 1024
+    n = 4096 if args.device == "cuda" else 2048
     a = torch.randn(n, n, device=args.device, dtype=dtype)
     best = float("inf")
-    for _ in range(6):
+    for _ in range(10):
         sync(args.device)
         start = time.perf_counter()
         a @ a
@@ -240,8 +245,9 @@ def peak_flops(args: argparse.Namespace) -> tuple[float, str]:
     return 2 * n**3 / best, f"measured {n}x{n} {str(dtype).removeprefix('torch.')} matmul"
 
 
-def ours_vs_torchvision(args: argparse.Namespace) -> tuple[float, float]:
-    """img/s of forward+backward, ours and torchvision's, same weights, interleaved rounds."""
+def ours_vs_torchvision(args: argparse.Namespace) -> tuple[float, float, float]:
+    """img/s of forward+backward, ours and torchvision's, same weights, and the median of
+    their paired speed ratios; pairs alternate who runs first."""
     depth = int(args.tv_model.removeprefix("resnet"))
     ours = imagenet_resnet(depth=depth, shortcut="B")
     theirs = getattr(torchvision.models, args.tv_model)()
@@ -253,12 +259,17 @@ def ours_vs_torchvision(args: argparse.Namespace) -> tuple[float, float]:
     for run in runs:
         run()
     times: list[list[float]] = [[], []]
-    for _ in range(args.rounds * 3):
-        for k, run in enumerate(runs):
+    for pair in range(args.rounds * 4):
+        for k in (0, 1) if pair % 2 == 0 else (1, 0):
             start = time.perf_counter()
-            run()
+            runs[k]()
             times[k].append(time.perf_counter() - start)
-    return tuple(args.tv_batch / statistics.median(t) for t in times)  # type: ignore[return-value]
+    ratio = statistics.median(b / a for a, b in zip(*times, strict=True))
+    return (
+        args.tv_batch / statistics.median(times[0]),
+        args.tv_batch / statistics.median(times[1]),
+        ratio,
+    )
 
 
 def main() -> None:
@@ -334,12 +345,12 @@ def main() -> None:
         rows.setdefault("model_only", []).append(bare_loop(device_cfg, args, cached))
     device_input = input_pipeline(device_batches, args.device, count * 4)
     loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
-    ours, theirs = ours_vs_torchvision(args)
+    ours, theirs, ours_ratio = ours_vs_torchvision(args)
     flops = train_flops_per_image(device_cfg, args)
     peak, peak_source = peak_flops(args)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
-    bare, model = med["bare"], med["model_only"]
+    model = med["model_only"]
     print(
         f"\n{args.model}, batch {args.batch_size}, {args.precision}, channels_last="
         f"{args.channels_last}, compile={args.compile}, {args.device} "
@@ -352,36 +363,37 @@ def main() -> None:
     pipeline = "`data=cifar10` (device pipeline, default)"
     if args.data == "synthetic":
         pipeline = "module + Trainer, synthetic device data"
-    table = [
-        ("bare PyTorch loop, device-resident data", bare, 1.0, "itself", True),
-        (f"reslab-train pipeline, {pipeline}", med["full_device"], None, "bare loop", True),
+    # Training rows: (name, measurement, reference, its name); others: (name, img/s, ratio, to).
+    workers = "reslab-train pipeline, `data.pipeline=workers` (DataLoader)"
+    training = [
+        ("bare PyTorch loop, device-resident data", "bare", "bare", "itself"),
+        (f"reslab-train pipeline, {pipeline}", "full_device", "bare", "bare loop"),
+        (workers, "full_loader", "bare", "bare loop"),
+        ("model alone (8 cached batches, bare loop)", "model_only", "model_only", "itself"),
     ]
-    if "full_loader" in med:
-        name = "reslab-train pipeline, `data.pipeline=workers` (DataLoader)"
-        table.append((name, med["full_loader"], None, "bare loop", True))
-    table += [
-        ("model alone (8 cached batches, bare loop)", model, 1.0, "itself", True),
-        ("input: device loader alone", device_input, None, "model alone", False),
-    ]
+    others = [("input: device loader alone", device_input, device_input / model, "model alone")]
     if loader_input is not None:
         name = "input: DataLoader (`data.num_workers`) alone"
-        table.append((name, loader_input, None, "model alone", False))
-    table += [
-        (
-            f"our {args.tv_model} fwd+bwd, {args.tv_size}px batch {args.tv_batch}",
-            ours,
-            ours / theirs,
-            "torchvision",
-            False,
-        ),
-        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself", False),
+        others.append((name, loader_input, loader_input / model, "model alone"))
+    size = f"{args.tv_size}px batch {args.tv_batch}"
+    others += [
+        (f"our {args.tv_model} fwd+bwd, {size}", ours, ours_ratio, "torchvision (paired)"),
+        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself"),
     ]
-    print("| measurement | img/s | ratio | to | TFLOP/s | MFU |")
-    print("| --- | ---: | ---: | --- | ---: | ---: |")
-    for name, rate, ratio, ref, trains in table:
-        ratio = ratio if ratio is not None else rate / (bare if ref == "bare loop" else model)
-        achieved = f"{rate * flops / 1e12:.3f} | {rate * flops / peak:.1%}" if trains else "|"
-        print(f"| {name} | {rate:,.0f} | {ratio:.3f} | {ref} | {achieved} |")
+    print("| measurement | img/s | rounds min-max | ratio | to | TFLOP/s | MFU |")
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
+    for name, key, ref, to in training:
+        if key not in med:
+            continue
+        rate = med[key]
+        digits = int(rate < 100)  # one decimal for the slow rows (a CPU's ResNet-50)
+        spread = f"{min(rows[key]):,.{digits}f}-{max(rows[key]):,.{digits}f}"
+        print(
+            f"| {name} | {rate:,.{digits}f} | {spread} | {rate / med[ref]:.3f} | {to} | "
+            f"{rate * flops / 1e12:.3f} | {rate * flops / peak:.1%} |"
+        )
+    for name, rate, ratio, to in others:
+        print(f"| {name} | {rate:,.{int(rate < 100)}f} | | {ratio:.3f} | {to} | | |")
 
 
 def _take(batches: Iterable[Any], n: int) -> list[Any]:

@@ -59,6 +59,26 @@ def test_model_configs(tmp_path: Path, name: str) -> None:
     assert net(torch.randn(1, 3, size, size)).shape == (1, 10)
 
 
+def test_every_model_config_has_its_own_run_name(tmp_path: Path) -> None:
+    """Run names, dirs and W&B tags say which family member ran, in the papers' names."""
+    names = {m: compose_train(tmp_path, [f"model={m}"]).run_name for m in options("model")}
+    assert len(set(names.values())) == len(names), names
+    expected = {
+        "resnet56": "resnet-56",
+        "resnet110_sd": "resnet-110-sd",
+        "preact_resnet164": "preact-resnet-164",
+        "inverted_resnet56": "inverted-resnet-56",
+        "resnext29_8x64d": "resnext-29-8x64d",
+        "wrn28_10": "wrn-28-10",
+        "resnet50": "resnet-50",
+        "resnet50d": "resnet-50d",
+        "se_resnet50": "se-resnet-50",
+        "resnext50_32x4d": "resnext-50-32x4d",
+        "wide_resnet50_2": "wide-resnet-50-2",
+    }
+    assert {m: names[m] for m in expected} == {m: f"{n}_seed0" for m, n in expected.items()}
+
+
 def test_plain_twin_and_any_depth_by_override(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, ["model.residual=false", "model.depth=8", "seed=3"])
     net = build(cfg.model, "model")

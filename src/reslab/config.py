@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,12 +26,34 @@ T = TypeVar("T")
 
 
 def arch_name(model: DictConfig) -> str:
-    """`resnet-56` / `plain-56`: the paper's names, used for run names and dirs."""
-    kind = "resnet" if model.get("residual", True) else "plain"
+    """The paper's names for run names, dirs and tags: `resnet-56` / `plain-56`, and for the
+    family variants `preact-resnet-164`, `resnext-50-32x4d`, `wrn-28-10`, `wide-resnet-50-2`,
+    `se-resnet-50`, `resnet-50d`, `inverted-resnet-56`, `resnet-110-sd` (stochastic depth)."""
     depth = model.get("depth")
     if depth is None:
         depth = str(model.get("_target_", "model")).rsplit(".", 1)[-1]
-    return f"{kind}-{depth}"
+    groups, width = model.get("groups") or 1, model.get("base_width") or 64
+    if not model.get("residual", True):
+        name = f"plain-{depth}"
+    elif model.get("widen_factor"):
+        name = f"wrn-{depth}-{model.widen_factor}"
+    elif groups > 1:
+        name = f"resnext-{depth}-{groups}x{width}d"
+    elif width != 64:
+        name = f"wide-resnet-{depth}-{width // 64}"
+    else:
+        name = f"resnet-{depth}"
+    if model.get("shortcut") == "D":
+        name += "d"
+    if model.get("drop_path"):
+        name += "-sd"
+    if model.get("block") == "inverted":
+        name = f"inverted-{name}"
+    if model.get("attention") == "se":
+        name = f"se-{name}"
+    if model.get("preact") and not model.get("widen_factor"):  # WRNs are preact by definition
+        name = f"preact-{name}"
+    return name
 
 
 def register_resolvers() -> None:
@@ -44,6 +67,15 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ge", lambda a, b: a >= b)
     if not OmegaConf.has_resolver("not"):
         OmegaConf.register_new_resolver("not", lambda a: not a)
+
+
+def quiet_lightning() -> None:
+    """Drop two messages Lightning 2.6 prints on every run that no user can act on: an advert
+    for its cloud logger and a deprecation inside its own pytree helper."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip:")
+    )
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def load_env() -> None:

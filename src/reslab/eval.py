@@ -17,6 +17,7 @@ from reslab.config import (
     build,
     load_env,
     log,
+    quiet_lightning,
     register_resolvers,
     user_errors_as_one_line,
 )
@@ -106,6 +107,7 @@ def main(cfg: DictConfig) -> None:
 
 load_env()
 register_resolvers()
+quiet_lightning()
 
 if __name__ == "__main__":
     main()
