@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from reslab.callbacks import FiniteLoss, NonFiniteLoss
 from reslab.train import main
 
 BIN = Path(sys.executable).parent
@@ -226,3 +228,17 @@ def test_bad_input_fails_before_compute_in_one_line(
     assert lines[0].startswith(("reslab: error:", "In 'train': Could not find"))
     if run_dir.exists():  # Hydra made it: only its config and the error log
         assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["weight", "running_var"])
+def test_non_finite_weights_or_buffers_stop_the_run(bad: float, where: str) -> None:
+    """The weights are checked even when the loss was finite (it is computed before the
+    optimizer step that can break them), BN statistics included; finite weights pass."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    trainer = SimpleNamespace(callbacks=[], global_step=7, current_epoch=0)
+    check = FiniteLoss()
+    check.on_train_batch_end(trainer, net, torch.tensor(1.0), None, 0)
+    getattr(net[1], where).data[2] = bad
+    with pytest.raises(NonFiniteLoss, match="weights or BN statistics are not finite at step 7"):
+        check.on_train_batch_end(trainer, net, torch.tensor(1.0), None, 0)
