@@ -283,7 +283,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of the compared runs")
+    parser.add_argument("--rounds", type=int, default=4, help="rotations of the compared runs")
     parser.add_argument(
         "--data", default="cifar10", choices=["cifar10", "synthetic"],
         help="CIFAR-10 through `data=cifar10` (both pipelines), or random device-resident images",
@@ -336,13 +336,18 @@ def main() -> None:
         cpu_batches = cpu_dm.train_dataloader()
     cached = [(x.to(args.device), y.to(args.device)) for x, y in _take(device_batches, 8)]
 
-    rows: dict[str, list[float]] = {}
-    for _ in range(args.rounds):
-        rows.setdefault("bare", []).append(bare_loop(device_cfg, args, device_batches))
-        rows.setdefault("full_device", []).append(full_pipeline(device_cfg, args, device_dm))
-        if loader_cfg is not None:
-            rows.setdefault("full_loader", []).append(full_pipeline(loader_cfg, args))
-        rows.setdefault("model_only", []).append(bare_loop(device_cfg, args, cached))
+    runs: dict[str, Callable[[], float]] = {
+        "bare": lambda: bare_loop(device_cfg, args, device_batches),
+        "full_device": lambda: full_pipeline(device_cfg, args, device_dm),
+        "model_only": lambda: bare_loop(device_cfg, args, cached),
+    }
+    if loader_cfg is not None:
+        runs["full_loader"] = lambda: full_pipeline(loader_cfg, args)
+    rows: dict[str, list[float]] = {key: [] for key in runs}
+    order = list(runs)
+    for round_ in range(args.rounds):  # each round starts one later: no run is always first
+        for key in order[round_ % len(order) :] + order[: round_ % len(order)]:
+            rows[key].append(runs[key]())
     device_input = input_pipeline(device_batches, args.device, count * 4)
     loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
     ours, theirs, ours_ratio = ours_vs_torchvision(args)
