@@ -23,6 +23,7 @@ import pickle
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from reslab.config import CONFIG_DIR, build, register_resolvers
 from reslab.data.device import DeviceLoader, tensors
 from reslab.models import imagenet_resnet
 from reslab.module import param_groups
+from reslab.syncs import HostSyncs
 from reslab.train import build_module, build_net, build_trainer
 
 HALF = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -201,6 +203,74 @@ def input_pipeline(batches: Iterable[Any], device: str, count: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def host_bound(args: argparse.Namespace, out: Path, images: int = 64) -> tuple[Any, DictConfig]:
+    """The benchmark's model on batches so small (2 images of 8 px, 32 for ImageNet nets)
+    that a step's time is mostly host time: the framework's own share shows. Returns the
+    settings (with `.data`: random device-resident images and labels) and the config."""
+    small = argparse.Namespace(**{**vars(args), "batch_size": 2, "warmup": 10})
+    small.steps = args.overhead_steps
+    cfg = config(small, "device", out)
+    small.image_size = 8 if cfg.model._target_.endswith("cifar_resnet") else 32
+    shape = (images, 3, small.image_size, small.image_size)
+    small.data = (
+        torch.randint(0, 256, shape, dtype=torch.uint8, device=args.device),
+        torch.randint(0, args.num_classes, (images,), device=args.device),
+    )
+    return small, cfg
+
+
+def framework_time(args: argparse.Namespace, out: Path) -> tuple[int, float, float, float]:
+    """Image size of the host-bound steps; their ms per step in the bare loop and in the
+    reslab-train pipeline (medians of --rounds alternating pairs), and the median of the
+    pairs' differences."""
+    small, cfg = host_bound(args, out)
+    images, labels = small.data
+    runs = {
+        "bare": lambda: bare_loop(cfg, small, synthetic_loader(images, labels, 2)),
+        "full": lambda: full_pipeline(cfg, small, SyntheticData(images, labels, 2)),
+    }
+    ms: dict[str, list[float]] = {key: [] for key in runs}
+    for round_ in range(args.rounds):
+        for key in list(runs)[:: 1 if round_ % 2 == 0 else -1]:
+            ms[key].append(2000 / runs[key]())
+    diff = statistics.median(f - b for b, f in zip(ms["bare"], ms["full"], strict=True))
+    return small.image_size, statistics.median(ms["bare"]), statistics.median(ms["full"]), diff
+
+
+class CountSyncs(L.Callback):
+    """`reslab.syncs.HostSyncs` over training steps first+1 .. last, each step's logging
+    included (counted from a step's start to the next step's start)."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last, self.syncs = first, last, HostSyncs()
+
+    def on_train_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        if trainer.global_step == self.first:
+            self.syncs.__enter__()
+        elif trainer.global_step == self.last:
+            self.syncs.__exit__(None, None, None)
+
+
+def host_syncs(args: argparse.Namespace, out: Path) -> tuple[int, int, Counter[str]]:
+    """Host-device syncs of reslab-train in one logging period mid-epoch (steps N+1 .. 2N
+    for log_every_n_steps N) by where they happen, and of the bare loop over N steps; on
+    host-bound steps (the count does not depend on the batch)."""
+    period = config(args, "device", out).trainer.log_every_n_steps
+    small, cfg = host_bound(args, out, images=4 * period + 4)
+    images, labels = small.data
+    with open_dict(cfg):
+        cfg.trainer.max_steps = 2 * period + 1
+    module = build_module(cfg, args.num_classes)
+    trainer = build_trainer(cfg)
+    count = CountSyncs(period, 2 * period)
+    trainer.callbacks.append(count)
+    trainer.fit(module, datamodule=SyntheticData(images, labels, 2))
+    small.warmup, small.steps = 0, period
+    with HostSyncs() as bare:
+        bare_loop(cfg, small, synthetic_loader(images, labels, 2))
+    return period, bare.total, count.syncs.calls
+
+
 def fwd_bwd(net: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> Callable[[], None]:
     def run() -> None:
         with autocast(args.precision, args.device):
@@ -304,6 +374,9 @@ def main() -> None:
     parser.add_argument("--tv-model", default="resnet18", help="torchvision twin to compare")
     parser.add_argument("--tv-size", type=int, default=224)
     parser.add_argument("--tv-batch", type=int, default=16)
+    parser.add_argument(
+        "--overhead-steps", type=int, default=200, help="timed steps of the host-bound runs"
+    )
     args = parser.parse_args()
     if args.data == "cifar10" and args.image_size != 32:
         parser.error(f"--image-size={args.image_size} needs --data synthetic (CIFAR is 32px)")
@@ -361,6 +434,8 @@ def main() -> None:
     device_input = input_pipeline(device_batches, args.device, count * 4)
     loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
     ours, theirs, ours_ratio = ours_vs_torchvision(args)
+    small_size, bare_ms, full_ms, overhead_ms = framework_time(args, out / "overhead")
+    period, bare_syncs, syncs = host_syncs(args, out / "syncs")
     flops = train_flops_per_image(device_cfg, args)
     peak, peak_source = peak_flops(args)
 
@@ -409,6 +484,21 @@ def main() -> None:
         )
     for name, rate, ratio, to in others:
         print(f"| {name} | {rate:,.{int(rate < 100)}f} | | {ratio:.3f} | {to} | | |")
+    step_ms = 1000 * args.batch_size / med["bare"]
+    print(
+        f"\nFramework time per step, on batches of 2 images of {small_size} px (little work "
+        f"for the model, so host time shows), median of {args.rounds} pairs of "
+        f"{args.overhead_steps} steps: bare loop {bare_ms:.2f} ms, reslab-train pipeline "
+        f"{full_ms:.2f} ms; reslab-train adds {overhead_ms:.2f} ms per step, "
+        f"{overhead_ms / step_ms:.1%} of a bare step at batch {args.batch_size} "
+        f"({step_ms:.1f} ms): expected pipeline/bare {step_ms / (step_ms + overhead_ms):.3f}."
+    )
+    where = ", ".join(f"{n} {k}" for k, n in syncs.most_common())
+    print(
+        f"\nHost-device syncs (each idles a GPU until the host queues more work), counted by "
+        f"reslab.syncs.HostSyncs over {period} steps (one logging period): bare loop "
+        f"{bare_syncs}; reslab-train {sum(syncs.values())}: {where}."
+    )
 
 
 def _take(batches: Iterable[Any], n: int) -> list[Any]:

@@ -12,7 +12,8 @@ from reslab.flops import count_macs
 from reslab.models import cifar_resnet, imagenet_resnet
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark.py"
-TINY = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--tv-size", "64", "--tv-batch", "2"]
+TINY = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--tv-size", "64", "--tv-batch", "2",
+        "--overhead-steps", "10"]  # fmt: skip
 
 
 def bench(*args: str) -> tuple[str, dict[str, list[str]]]:
@@ -66,6 +67,17 @@ def test_cifar_table(cifar10_root: Path) -> None:
     assert "peak 1.00 TFLOP/s (--peak-tflops)" in stdout
     *_, tflops, mfu = rows["bare PyTorch loop, device-resident data"]
     assert abs(float(mfu.rstrip("%")) - 100 * float(tflops)) < 0.2
+    bare, full = re.search(
+        r"bare loop ([\d.]+) ms, reslab-train pipeline ([\d.]+) ms", stdout
+    ).groups()
+    assert float(bare) > 0 and float(full) > 0
+    assert re.search(r"expected pipeline/bare (0|1)\.\d{3}", stdout)
+    # One logging period: the bare loop never syncs; reslab-train's syncs come from the
+    # logging step and the progress bar only (tests/test_syncs.py pins down the rest).
+    syncs = re.search(
+        r"over 50 steps \(one logging period\): bare loop 0; reslab-train (\d+):", stdout
+    )
+    assert syncs and 0 < int(syncs.group(1)) < 50
 
 
 def test_synthetic_imagenet_size(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ def test_report_of_a_wrong_dir_is_one_line(tmp_path: Path) -> None:
 
 def fake_trainer(lr: float) -> SimpleNamespace:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    return SimpleNamespace(optimizers=[opt], callback_metrics={}, global_step=0)
+    return SimpleNamespace(optimizers=[opt], global_step=0)
 
 
 def lr_of(trainer: SimpleNamespace) -> float:
@@ -181,11 +181,11 @@ def test_warmup_holds_lr_until_the_training_error_drops_below_80() -> None:
     warmup.on_train_start(trainer, None)
     assert lr_of(trainer) == pytest.approx(0.01)
     for step, err in enumerate([90.0, 85.0, 80.0]):
-        trainer.global_step, trainer.callback_metrics = step, {"train/err_step": torch.tensor(err)}
-        warmup.on_train_batch_end(trainer, None, None, None, step)
+        trainer.global_step = step
+        warmup.on_train_batch_end(trainer, None, {"err": torch.tensor(err)}, None, step)
         assert lr_of(trainer) == pytest.approx(0.01)
-    trainer.global_step, trainer.callback_metrics = 3, {"train/err_step": torch.tensor(79.0)}
-    warmup.on_train_batch_end(trainer, None, None, None, 3)
+    trainer.global_step = 3
+    warmup.on_train_batch_end(trainer, None, {"err": torch.tensor(79.0)}, None, 3)
     assert lr_of(trainer) == pytest.approx(0.1) and warmup.state_dict()["ended_at"] == 3
     # resumed after the warm-up: nothing changes
     resumed = ErrorWarmup()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from reslab.errors import ConfigError
 from reslab.models import BasicBlock, Bottleneck, PadShortcut, ResNet, cifar_resnet, imagenet_resnet
@@ -45,6 +46,32 @@ def test_torchvision_state_dict_loads_and_gives_identical_outputs(depth: int) ->
     ours.eval(), theirs.eval()
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+
+
+class OpTrace(TorchDispatchMode):
+    """The ATen ops a computation runs, with their tensor arguments' shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        self.ops.append((str(func.overloadpacket), shapes))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_training_step_runs_the_same_kernels_as_torchvision(depth: int) -> None:
+    """Forward and backward run the very ops of torchvision's model, in the same order and
+    shapes (in-place residual add included), so the two can only differ in speed by noise:
+    the harness's `our resnet.. vs torchvision` row measures that noise."""
+    traces = []
+    for net in (imagenet_resnet(depth), getattr(torchvision.models, f"resnet{depth}")()):
+        with OpTrace() as trace:
+            net(torch.randn(2, 3, 64, 64)).sum().backward()
+        traces.append(trace.ops)
+    assert len(traces[0]) > 200 and traces[0] == traces[1]
 
 
 def test_output_shapes() -> None:

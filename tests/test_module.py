@@ -4,18 +4,41 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
+from torchmetrics.functional.classification import multiclass_accuracy
 from torchvision.transforms import v2
 
 from reslab.data import CIFARDataModule
 from reslab.models import cifar_resnet
-from reslab.module import ErrorRate, ImageClassifier, param_groups
+from reslab.module import ImageClassifier, Tally, param_groups
 
 
-def test_error_rate_is_percent_wrong() -> None:
-    metric = ErrorRate(num_classes=3, top_k=1, average="micro")
-    logits = torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 3.0, 0], [0, 0, 3.0]])
-    assert metric(logits, torch.tensor([0, 1, 2, 2])).item() == 25.0
+def test_tally_scores_as_torchmetrics_does() -> None:
+    """Summed over uneven batches, the tally gives torchmetrics' micro top-1/top-5 accuracy
+    of all images together, the mean per-image loss, and the error in percent."""
+    torch.manual_seed(0)
+    logits, y = torch.randn(70, 10), torch.randint(0, 10, (70,))
+    tally = Tally()
+    for lo, hi in ((0, 32), (32, 64), (64, 70)):
+        loss = torch.nn.functional.cross_entropy(logits[lo:hi], y[lo:hi])
+        tally.add(Tally.of(logits[lo:hi], y[lo:hi], loss))
+    values = tally.values()
+    for key, k in (("acc", 1), ("acc5", 5)):
+        expected = multiclass_accuracy(logits, y, 10, top_k=k, average="micro")
+        assert values[key].item() == pytest.approx(expected.item())
+    assert values["err"].item() == pytest.approx(100 * (1 - values["acc"].item()))
+    whole = torch.nn.functional.cross_entropy(logits, y)
+    assert values["loss"].item() == pytest.approx(whole.item(), rel=1e-6)
+    assert tally.images == tally.scored == 70
+
+
+def test_tally_of_soft_targets_scores_the_loss_only() -> None:
+    soft = torch.softmax(torch.randn(8, 10), -1)
+    tally = Tally()
+    tally.add(Tally.of(torch.randn(8, 10), soft, torch.tensor(2.0)))
+    assert tally.values() == {"loss": torch.tensor(2.0)}
+    assert tally.error.isnan()
 
 
 def test_bn_and_bias_can_skip_weight_decay() -> None:
@@ -87,3 +110,34 @@ def test_training_learns_the_generated_classes(tmp_path: Path, cifar10_root: Pat
     assert metrics["val/acc"] > 0.5, metrics  # chance is 0.1
     assert abs(metrics["val/err"] - 100 * (1 - metrics["val/acc"])) < 1e-3
     assert metrics["val/acc5"] >= metrics["val/acc"]
+
+
+def test_scores_are_logged_per_optimizer_step_and_cover_the_whole_epoch(
+    tmp_path: Path, cifar10_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With gradient accumulation, a step's values are logged once (on the batch that steps)
+    and the epoch's scores cover every batch, the last epoch cut short by max_steps too."""
+    logged: list[tuple[str, int]] = []
+    log = ImageClassifier._log
+
+    def spy(self, tally, prefix, suffix, on_step):
+        logged.append((prefix + suffix, tally.images))
+        log(self, tally, prefix, suffix, on_step)
+
+    monkeypatch.setattr(ImageClassifier, "_log", spy)
+    module = ImageClassifier(cifar_resnet(8), optimizer=partial(torch.optim.SGD, lr=0.05))
+    data = CIFARDataModule(root=str(cifar10_root), verify_md5=False, num_workers=0, batch_size=50)
+    trainer = L.Trainer(
+        max_steps=7,  # 14 batches: one epoch of 10, then 4
+        accumulate_grad_batches=2,
+        log_every_n_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=data)
+    assert [n for name, n in logged if name == "train/_step"] == [50] * 7  # the stepping batch
+    assert [n for name, n in logged if name == "train/_epoch"] == [500, 200]
+    assert trainer.callback_metrics["train/err_epoch"] >= 0

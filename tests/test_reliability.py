@@ -3,6 +3,7 @@ console script in real subprocesses (real kill -9 and real signals)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -101,6 +102,15 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
     ma = json.loads((full / "summary.json").read_text())["metrics"]
     mb = json.loads((crashed / "summary.json").read_text())["metrics"]
     assert mb["val/err"] == ma["val/err"] and mb["val/loss"] == ma["val/loss"]
+    # The interrupted epoch's training scores include the steps before the kill.
+    assert epoch_scores(crashed) == epoch_scores(full)
+
+
+def epoch_scores(run_dir: Path) -> list[tuple[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    scores = [(r["epoch"], r["train/loss_epoch"], r["train/err_epoch"]) for r in rows]
+    return sorted({s for s in scores if s[1]})
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
@@ -233,12 +243,31 @@ def test_bad_input_fails_before_compute_in_one_line(
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("where", ["weight", "running_var"])
 def test_non_finite_weights_or_buffers_stop_the_run(bad: float, where: str) -> None:
-    """The weights are checked even when the loss was finite (it is computed before the
-    optimizer step that can break them), BN statistics included; finite weights pass."""
+    """The weights are checked even when the loss is finite, BN statistics included (a
+    training-mode pass never uses them); finite weights pass. The check runs where the host
+    reads anyway: every `log_every_n_steps` steps and before every checkpoint."""
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    trainer = SimpleNamespace(callbacks=[], global_step=7, current_epoch=0)
+    trainer = SimpleNamespace(callbacks=[], global_step=7, current_epoch=0, log_every_n_steps=10)
     check = FiniteLoss()
     check.on_train_batch_end(trainer, net, torch.tensor(1.0), None, 0)
+    check.on_save_checkpoint(trainer, net, {})
     getattr(net[1], where).data[2] = bad
-    with pytest.raises(NonFiniteLoss, match="weights or BN statistics are not finite at step 7"):
+    trainer.global_step = 8
+    check.on_train_batch_end(trainer, net, torch.tensor(1.0), None, 0)  # not a read step
+    with pytest.raises(NonFiniteLoss, match="weights or BN statistics are not finite at step 8"):
+        check.on_save_checkpoint(trainer, net, {})
+    trainer.global_step = 10
+    with pytest.raises(NonFiniteLoss, match="not finite at step 10"):
         check.on_train_batch_end(trainer, net, torch.tensor(1.0), None, 0)
+
+
+def test_the_first_non_finite_loss_is_named_with_its_step_and_value() -> None:
+    """Kept on the device until a read: the first bad step, not the one where it is read."""
+    net = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(callbacks=[], global_step=3, current_epoch=1, log_every_n_steps=50)
+    check = FiniteLoss()
+    check.on_train_batch_end(trainer, net, {"loss": torch.tensor(float("inf"))}, None, 0)
+    trainer.global_step = 4
+    check.on_train_batch_end(trainer, net, {"loss": torch.tensor(float("nan"))}, None, 0)
+    with pytest.raises(NonFiniteLoss, match=r"training loss is inf at step 3 \(epoch 1\)"):
+        check.on_train_end(trainer, net)

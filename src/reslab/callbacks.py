@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
 
 from reslab.errors import ConfigError, ReslabError
 
@@ -90,25 +92,63 @@ class NonFiniteLoss(ReslabError):
 
 
 class FiniteLoss(Callback):
-    """Stop at the first NaN/Inf training loss or weight, naming the step, before any
-    checkpoint of the diverged weights is written (Lightning runs checkpoint callbacks after
-    the others), so the last good checkpoint stays."""
+    """Stop at the first NaN/Inf training loss, weight or BN statistic, naming the step,
+    before any checkpoint of the diverged weights is written, so the last good checkpoint
+    stays.
+
+    Each step's loss is checked on the device, which keeps the first bad step. The host reads
+    that, and checks the weights and buffers, every `trainer.log_every_n_steps` steps (when
+    Lightning reads the logged metrics anyway), before every checkpoint and at the end of
+    training: reading every step would make the host wait for each step to finish, idling a
+    GPU while Python prepares the next. Diverged weights make the next loss NaN, so they are
+    caught a step later; BN running statistics (unused by training-mode passes) at the next
+    read.
+    """
+
+    def __init__(self) -> None:
+        self._first_bad: dict[str, Tensor] = {}
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            what = f"training loss is {loss.item()}"
+        if isinstance(loss, Tensor):
+            self._note(loss.detach().float(), trainer)
+        every = trainer.log_every_n_steps
+        if every and trainer.global_step % every == 0:
+            self._check(trainer, pl_module)
+
+    def _note(self, loss: Tensor, trainer: L.Trainer) -> None:
+        """Keep the step, epoch and value of the first non-finite loss, on the device."""
+        if not self._first_bad:
+            never = torch.full_like(loss, -1, dtype=torch.int64)
+            self._first_bad = {"step": never, "epoch": never, "loss": loss}
+        first = ~torch.isfinite(loss) & (self._first_bad["step"] < 0)
+        for key, now in (("step", trainer.global_step), ("epoch", trainer.current_epoch)):
+            self._first_bad[key] = torch.where(first, now, self._first_bad[key])
+        self._first_bad["loss"] = torch.where(first, loss, self._first_bad["loss"])
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._check(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._first_bad and self._first_bad["step"] >= 0:
+            step, epoch, loss = (self._first_bad[k].item() for k in ("step", "epoch", "loss"))
+            what = f"training loss is {loss}"
         elif not torch.isfinite(_largest_magnitude(pl_module)):
+            step, epoch = trainer.global_step, trainer.current_epoch
             what = "the weights or BN statistics are not finite"
         else:
             return
         last = [c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
         kept = f"the last good checkpoint is {last[0]}" if last else "no last checkpoint"
         raise NonFiniteLoss(
-            f"{what} at step {trainer.global_step} (epoch {trainer.current_epoch}); {kept}; "
-            "lower optimizer.lr or check the data"
+            f"{what} at step {step} (epoch {epoch}); {kept}; lower optimizer.lr or check the data"
         )
 
 
@@ -117,6 +157,38 @@ def _largest_magnitude(module: torch.nn.Module) -> torch.Tensor:
     check per tensor costs hundreds of syncs a step on a GPU); NaN and Inf propagate."""
     tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
     return torch.nn.utils.get_total_norm(tensors, norm_type=math.inf)
+
+
+class LossProgressBar(RichProgressBar):
+    """Lightning's Rich progress bar with the latest training loss, read at most
+    `READS_PER_SECOND` times a second.
+
+    Each read makes the host wait for the device: reading every step would idle a GPU
+    between steps. A fast run pays a bounded wait; a slow one (the CPU) sees every loss.
+    """
+
+    READS_PER_SECOND = 2.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._latest: Tensor | None = None
+        self._shown, self._read_at = "", -math.inf
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        self._latest = loss if isinstance(loss, Tensor) else None
+        super().on_train_batch_end(trainer, pl_module, outputs, *args)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        now = time.monotonic()
+        if self._latest is not None and now - self._read_at >= 1 / self.READS_PER_SECOND:
+            self._shown, self._read_at = f"{self._latest.item():.3f}", now
+        if self._shown:
+            metrics["train/loss"] = self._shown
+        return metrics
 
 
 class ErrorWarmup(Callback):
@@ -150,9 +222,10 @@ class ErrorWarmup(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
+        """Reads the step's training error (a host sync per step, during the warm-up only)."""
         if self.state["done"]:
             return
-        err = trainer.callback_metrics.get("train/err_step")
+        err = outputs.get("err") if isinstance(outputs, dict) else None
         if err is not None and float(err) < self.until_train_err:
             self._scale(trainer, 1.0 / self.state["scale"])
             self.state.update(done=True, ended_at=trainer.global_step)

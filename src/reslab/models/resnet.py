@@ -132,7 +132,7 @@ class _Block(nn.Module):
         if self.residual:
             if self.drop_path is not None:
                 out = self.drop_path(out)
-            out = out + (skip if self.downsample is None else self.downsample(skip))
+            out += skip if self.downsample is None else self.downsample(skip)
         return self.relu(out) if self.relu_after_sum and not self.preact else out
 
 
