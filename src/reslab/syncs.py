@@ -43,7 +43,8 @@ _LIGHTNING_ENTRY = tuple(
 
 class HostSyncs(TorchFunctionMode):
     """Within `with HostSyncs() as syncs:`, `syncs.calls` counts each syncing call by
-    `"<call> at <file>:<line>"` of the first caller outside torch."""
+    `"<call> at <file>:<line>"` of the first caller outside torch, followed by
+    `" in <hook> (<file>:<line>)"` when it ran under a Lightning hook or loop step."""
 
     def __init__(self) -> None:
         super().__init__()
