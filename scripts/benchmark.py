@@ -251,11 +251,10 @@ class CountSyncs(L.Callback):
             self.syncs.__exit__(None, None, None)
 
 
-def host_syncs(args: argparse.Namespace, out: Path) -> tuple[int, int, Counter[str]]:
-    """Host-device syncs of reslab-train in one logging period mid-epoch (steps N+1 .. 2N
-    for log_every_n_steps N) by where they happen, and of the bare loop over N steps; on
-    host-bound steps (the count does not depend on the batch)."""
-    period = config(args, "device", out).trainer.log_every_n_steps
+def host_syncs(args: argparse.Namespace, out: Path, period: int) -> tuple[int, Counter[str]]:
+    """Host-device syncs of the bare loop over `period` (log_every_n_steps) steps, and of
+    reslab-train in one logging period mid-epoch (steps period+1 .. 2 period) by where they
+    happen; on host-bound steps (the count does not depend on the batch)."""
     small, cfg = host_bound(args, out, images=4 * period + 4)
     images, labels = small.data
     with open_dict(cfg):
@@ -268,7 +267,7 @@ def host_syncs(args: argparse.Namespace, out: Path) -> tuple[int, int, Counter[s
     small.warmup, small.steps = 0, period
     with HostSyncs() as bare:
         bare_loop(cfg, small, synthetic_loader(images, labels, 2))
-    return period, bare.total, count.syncs.calls
+    return bare.total, count.syncs.calls
 
 
 def fwd_bwd(net: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> Callable[[], None]:
@@ -435,7 +434,8 @@ def main() -> None:
     loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
     ours, theirs, ours_ratio = ours_vs_torchvision(args)
     small_size, bare_ms, full_ms, overhead_ms = framework_time(args, out / "overhead")
-    period, bare_syncs, syncs = host_syncs(args, out / "syncs")
+    period = device_cfg.trainer.log_every_n_steps
+    bare_syncs, syncs = host_syncs(args, out / "syncs", period)
     flops = train_flops_per_image(device_cfg, args)
     peak, peak_source = peak_flops(args)
 

@@ -56,6 +56,17 @@ def test_bn_and_bias_can_skip_weight_decay() -> None:
     assert len(param_groups(net, weight_decay_bn_bias=True)) == 1
 
 
+def quiet_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    """A Trainer without logger, checkpoints or progress bar, writing under tmp_path."""
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
+
+
 def test_scheduler_steps_per_iteration(tmp_path: Path, cifar10_root: Path) -> None:
     """The paper's schedule is in iterations: lr drops after exactly `milestones` steps."""
     module = ImageClassifier(
@@ -67,14 +78,7 @@ def test_scheduler_steps_per_iteration(tmp_path: Path, cifar10_root: Path) -> No
         },
     )
     data = CIFARDataModule(root=str(cifar10_root), verify_md5=False, num_workers=0, batch_size=64)
-    trainer = L.Trainer(
-        max_steps=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=6, limit_val_batches=0)
     seen: list[float] = []
 
     class Record(L.Callback):
@@ -98,13 +102,7 @@ def test_training_learns_the_generated_classes(tmp_path: Path, cifar10_root: Pat
         batch_size=50,
         augmentation={"train": [v2.RandomHorizontalFlip()], "eval": []},
     )
-    trainer = L.Trainer(
-        max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=4)
     trainer.fit(module, datamodule=data)
     metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
     assert metrics["val/acc"] > 0.5, metrics  # chance is 0.1
@@ -127,15 +125,12 @@ def test_scores_are_logged_per_optimizer_step_and_cover_the_whole_epoch(
     monkeypatch.setattr(ImageClassifier, "_log", spy)
     module = ImageClassifier(cifar_resnet(8), optimizer=partial(torch.optim.SGD, lr=0.05))
     data = CIFARDataModule(root=str(cifar10_root), verify_md5=False, num_workers=0, batch_size=50)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_steps=7,  # 14 batches: one epoch of 10, then 4
         accumulate_grad_batches=2,
         log_every_n_steps=1,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=data)
     assert [n for name, n in logged if name == "train/_step"] == [50] * 7  # the stepping batch

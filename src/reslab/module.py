@@ -143,7 +143,7 @@ class ImageClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "train_tally" in checkpoint:
-            self.tallies["train"] = Tally.from_state_dict(checkpoint["train_tally"])
+            self.tallies["train"] = Tally(**checkpoint["train_tally"])
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
@@ -206,8 +206,5 @@ class Tally:
         return values
 
     def state_dict(self) -> dict[str, Any]:
+        """The constructor's arguments: `Tally(**state)` restores it."""
         return {"sums": self.sums, "images": self.images, "scored": self.scored}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> Tally:
-        return cls(state["sums"], state["images"], state["scored"])
