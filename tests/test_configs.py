@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from reslab.config import CONFIG_DIR, build, register_resolvers
+from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
+from reslab.classifier import ImageClassifier
+from reslab.cli import register_resolvers
 from reslab.data import ClassificationDataModule
 from reslab.errors import ConfigError
-from reslab.module import ImageClassifier
-from reslab.train import build_module, build_net, build_trainer
 
 register_resolvers()
-GROUPS = Path(CONFIG_DIR)
+GROUPS = Path(str(files("reslab.configs")))
 
 
 def options(group: str) -> list[str]:
@@ -27,7 +28,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_train(tmp_path: Path, overrides: list[str], name: str = "train") -> DictConfig:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose(name, overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
@@ -53,7 +54,7 @@ def test_model_configs(tmp_path: Path, name: str) -> None:
     if name in ("resnet1202", "preact_resnet1001"):
         pytest.skip("built in test_models; too slow to build twice")
     cfg = compose_train(tmp_path, [f"model={name}"])
-    net = build(cfg.model, "model")
+    net = build_net(cfg, 10)
     assert net.fc.out_features == 10
     size = 32 if cfg.model._target_.endswith("cifar_resnet") else 64
     assert net(torch.randn(1, 3, size, size)).shape == (1, 10)
@@ -81,7 +82,7 @@ def test_every_model_config_has_its_own_run_name(tmp_path: Path) -> None:
 
 def test_plain_twin_and_any_depth_by_override(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, ["model.residual=false", "model.depth=8", "seed=3"])
-    net = build(cfg.model, "model")
+    net = build_net(cfg, 10)
     assert not net.residual and len(net.layer1) == 1
     assert cfg.run_name == "plain-8_seed3"
 
@@ -93,7 +94,7 @@ def test_data_configs(tmp_path: Path, name: str, imagefolder_root: Path) -> None
         with open_dict(cfg):
             cfg.data.root = str(imagefolder_root)
             cfg.data.num_classes = None
-    data = build(cfg.data, "data")
+    data = build_datamodule(cfg)
     assert isinstance(data, ClassificationDataModule)
     assert data.num_classes == (cfg.data.num_classes or 4)
     assert build_net(cfg, data.num_classes).fc.out_features == data.num_classes
@@ -104,12 +105,12 @@ def test_augmentation_configs(tmp_path: Path, name: str) -> None:
     """Every augmentation runs on the workers pipeline; the default device pipeline takes the
     CIFAR ones and refuses the rest before any compute, naming the fix."""
     if name in ("cifar", "none"):
-        build(compose_train(tmp_path, [f"augmentation={name}"]).data, "data")
+        build_datamodule(compose_train(tmp_path, [f"augmentation={name}"]))
     else:
         with pytest.raises(ConfigError, match=r"data\.pipeline=workers"):
-            build(compose_train(tmp_path, [f"augmentation={name}"]).data, "data")
+            build_datamodule(compose_train(tmp_path, [f"augmentation={name}"]))
     cfg = compose_train(tmp_path, [f"augmentation={name}", "data.pipeline=workers"])
-    data = build(cfg.data, "data")
+    data = build_datamodule(cfg)
     size = cfg.augmentation.get("size", 32)
     image = torch.randint(0, 256, (3, 300, 400) if size > 32 else (3, 32, 32), dtype=torch.uint8)
     for transform in (data.train_transform, data.eval_transform):
@@ -123,10 +124,10 @@ def test_optimizer_and_scheduler_configs(tmp_path: Path, optimizer: str, schedul
     cfg = compose_train(tmp_path, [f"optimizer={optimizer}", f"scheduler={scheduler}"])
     module = build_module(cfg, cfg.data.num_classes)
     assert isinstance(module, ImageClassifier)
-    config = module.configure_optimizers()
-    assert isinstance(config["optimizer"], torch.optim.Optimizer)
-    assert config["lr_scheduler"]["interval"] in ("step", "epoch")
-    scheduler = config["lr_scheduler"]["scheduler"]
+    (optimizer,), (config,) = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert config["interval"] in ("step", "epoch")
+    scheduler = config["scheduler"]
     assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler | ReduceLROnPlateau)
 
 
@@ -148,7 +149,7 @@ def test_global_configs(tmp_path: Path, group: str, imagefolder_root: Path) -> N
         if "ImageFolder" in cfg.data._target_:
             with open_dict(cfg):
                 cfg.data.root, cfg.data.num_classes = str(imagefolder_root), None
-        data = build(cfg.data, "data")
+        data = build_datamodule(cfg)
         build_module(cfg, data.num_classes)
         build_trainer(cfg)
 
@@ -171,7 +172,7 @@ def test_several_loggers_at_once(tmp_path: Path) -> None:
     "launcher", [o for o in options("hydra/launcher") if o.startswith("slurm")]
 )
 def test_slurm_launcher_configs(launcher: str) -> None:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=3"],
@@ -202,7 +203,7 @@ def test_table6_warms_up_from_depth_110(tmp_path: Path, depth: int, warm: bool) 
 
 
 def test_degradation_sweeps_plain_and_residual_twins(tmp_path: Path) -> None:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose("train", ["experiment=cifar10_degradation"], return_hydra_config=True)
         imagenet = compose("train", ["experiment=imagenet_degradation"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == {
@@ -216,7 +217,7 @@ def test_degradation_sweeps_plain_and_residual_twins(tmp_path: Path) -> None:
 
 
 def test_local_parallel_launcher_config(tmp_path: Path) -> None:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose("train", ["hydra/launcher=local"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
 
@@ -224,6 +225,6 @@ def test_local_parallel_launcher_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["preact_resnet164", "wrn28_10"])
 def test_cifar_headline_experiments_use_cifar_augmentation(tmp_path: Path, name: str) -> None:
     cfg = compose_train(tmp_path, [f"experiment={name}"])
-    data = build(cfg.data, "data")
+    data = build_datamodule(cfg)
     out = data.train_transform(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
     assert out.shape == (3, 32, 32) and cfg.data.name == "cifar10"

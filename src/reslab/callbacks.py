@@ -49,7 +49,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def _save_now(self, trainer: L.Trainer) -> None:
         if trainer.global_step != self._last_global_step_saved:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._last_global_step_saved = trainer.global_step
             self.last_model_path = str(self.path)
 
@@ -180,6 +180,18 @@ class LossProgressBar(RichProgressBar):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         self._latest = loss if isinstance(loss, Tensor) else None
         super().on_train_batch_end(trainer, pl_module, outputs, *args)
+        if self.progress is not None and trainer.max_steps > 0:
+            self.progress.update(self.train_progress_bar_id, completed=trainer.global_step)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        """The bar spans the run (max_steps), not the epoch, so a resumed run shows where it is."""
+        steps = self.trainer.max_steps
+        return steps if steps > 0 else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        # Lightning's says "Epoch 3/-2" for a run bounded by max_steps (max_epochs=-1).
+        return f"Epoch {current_epoch}"
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)

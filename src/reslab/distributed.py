@@ -21,6 +21,8 @@ _env_before_launch: dict[str, str | None] | None = None
 def per_device_batch(global_batch: int, world_size: int) -> int:
     """`data.batch_size` is the global batch (the paper's 128 was 2 GPUs x 64); each of the
     `world_size` processes loads its share, so a recipe optimises the same on any device count."""
+    if global_batch < 1:
+        raise ConfigError(f"data.batch_size={global_batch} must be a positive integer")
     if world_size < 1 or global_batch % world_size:
         raise ConfigError(
             f"data.batch_size={global_batch} is the global batch and does not split evenly over "

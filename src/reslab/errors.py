@@ -1,4 +1,4 @@
-"""User-facing errors: the entry points print these as one line and exit non-zero."""
+"""User-facing errors: the commands print these as one line and exit non-zero."""
 
 
 class ReslabError(Exception):
@@ -11,3 +11,12 @@ class ConfigError(ReslabError, ValueError):
 
 class DataError(ReslabError):
     """Missing, corrupt or mismatched data; the message names the file and the fix."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message a user needs. An error raised in a DataLoader worker comes back wrapped in
+    the worker's whole traceback; its last line is the original message."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,11 +1,10 @@
 """`reslab-report <sweep dir>`: a Table-6-style table and Figure-6-style plots from the run dirs
-of a `reslab-train -m` sweep. Missing or failed runs are listed, not fatal."""
+of a `reslab-train -m` sweep. Missing, failed or unreadable runs are listed, not fatal."""
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
 import sys
@@ -19,7 +18,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from reslab.config import user_errors_as_one_line
+from reslab import run_record
+from reslab.cli import one_line_errors
 from reslab.errors import ConfigError
 
 
@@ -31,10 +31,24 @@ class Run:
     config: dict[str, Any]
     summary: dict[str, Any] | None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    unreadable: str | None = None
 
     @property
     def status(self) -> str:
+        if self.unreadable:
+            return "unreadable"
         return self.summary.get("status", "completed") if self.summary else "missing"
+
+    @property
+    def train_error(self) -> float | None:
+        """Training error (%) at the end of training: the mean over the last epoch."""
+        return ((self.summary or {}).get("train_err") or {}).get("final")
+
+    @property
+    def official_data(self) -> bool:
+        """The data passed the official md5 check (`data.verify_md5`); the paper's numbers
+        compare only with runs on the official files."""
+        return bool(self.config.get("data", {}).get("verify_md5", False))
 
     @property
     def residual(self) -> bool:
@@ -72,12 +86,10 @@ def load_runs(sweep_dir: Path) -> list[Run]:
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep dir {sweep_dir} does not exist; pass logs/train/multiruns/<time>")
     runs = []
-    for cfg_file in sorted(sweep_dir.glob("**/.hydra/config.yaml")):
-        run_dir = cfg_file.parent.parent
-        config = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False)
-        summary_file = run_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-        runs.append(Run(run_dir, config, summary, read_curves(run_dir / "csv" / "metrics.csv")))
+    for run_dir, record, unreadable in run_record.read_sweep(sweep_dir):
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+        curves = read_curves(run_dir / "csv" / "metrics.csv")
+        runs.append(Run(run_dir, config, record, curves, unreadable))
     if not runs:
         raise ConfigError(
             f"no run dirs (with .hydra/config.yaml) under {sweep_dir}; pass the dir of a "
@@ -87,9 +99,12 @@ def load_runs(sweep_dir: Path) -> list[Run]:
 
 
 def paper_error(runs: Iterable[Run], depth: int) -> float | None:
-    """The experiment's top-level `paper_error`: one number, or one per depth."""
+    """The experiment's top-level `paper_error`: one number, or one per depth. Only for runs on
+    the official files (md5-checked): on any other copy the paper's figure does not compare."""
     for run in runs:
         paper = run.config.get("paper_error")
+        if not run.official_data:
+            continue
         if isinstance(paper, dict):
             value = paper.get(depth, paper.get(str(depth)))
             if value is not None:
@@ -105,19 +120,27 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+# (column prefix, what a run contributes): the final training error is Figure 6's dashed
+# curve at its end, the test error Table 6's number.
+MEASURES = (("train", lambda r: r.train_error), ("test", lambda r: r.error))
+
+
 def table_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One row per depth: params, MACs, plain and residual error (mean, std, n over seeds of
-    completed runs) and the paper's error."""
+    """One row per depth: params, MACs, plain and residual final training error and test
+    error (mean, std, n over the seeds of completed runs) and the paper's error."""
     done = [r for r in runs if r.status == "completed" and r.error is not None]
     rows = []
     for depth in sorted({r.depth for r in runs}):
         row: dict[str, Any] = {"depth": depth}
         for kind, residual in (("plain", False), ("residual", True)):
             group = [r for r in done if r.depth == depth and r.residual == residual]
-            mean, std = mean_std([r.error for r in group])
             row[f"{kind}_params"] = group[0].summary.get("params") if group else None
             row[f"{kind}_macs"] = group[0].summary.get("macs") if group else None
-            row.update({f"{kind}_err_mean": mean, f"{kind}_err_std": std, f"{kind}_n": len(group)})
+            row[f"{kind}_n"] = len(group)
+            for measure, value in MEASURES:
+                values = [v for r in group if (v := value(r)) is not None]
+                mean, std = mean_std(values)
+                row.update({f"{kind}_{measure}_mean": mean, f"{kind}_{measure}_std": std})
         row["paper_err"] = paper_error(runs, depth)
         rows.append(row)
     return rows
@@ -135,24 +158,25 @@ def _count(plain: int | None, residual: int | None, scale: float, unit: str) -> 
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    header = [
-        "depth",
-        "params",
-        "MACs",
-        "plain error (%)",
-        "residual error (%)",
-        "paper, residual (%)",
-    ]
+    """The table; the paper's column only where some run used the official (md5-checked) data."""
+    paper = any(r["paper_err"] is not None for r in rows)
+    header = ["depth", "params", "MACs"]
+    for title in ("final train error (%)", "test error (%)"):
+        header += [f"plain {title}", f"residual {title}"]
+    header += ["paper, residual test (%)"] if paper else []
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in rows:
         cells = [
             str(r["depth"]),
             _count(r["plain_params"], r["residual_params"], 1e6, "M"),
             _count(r["plain_macs"], r["residual_macs"], 1e6, "M"),
-            _err(r["plain_err_mean"], r["plain_err_std"], r["plain_n"]),
-            _err(r["residual_err_mean"], r["residual_err_std"], r["residual_n"]),
-            "-" if r["paper_err"] is None else f"{r['paper_err']:.2f}",
         ]
+        for measure, _ in MEASURES:
+            for kind in ("plain", "residual"):
+                mean, std = r[f"{kind}_{measure}_mean"], r[f"{kind}_{measure}_std"]
+                cells.append(_err(mean, std, r[f"{kind}_n"]))
+        if paper:
+            cells.append("-" if r["paper_err"] is None else f"{r['paper_err']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -171,6 +195,17 @@ def mean_curve(runs: Sequence[Run], key: str) -> list[tuple[int, float]]:
     return [(s, statistics.fmean(c[s] for c in per_run)) for s in steps]
 
 
+def smooth(points: Sequence[tuple[int, float]], fraction: float = 0.03) -> list[tuple[int, float]]:
+    """A centred moving average over `fraction` of the points (at least 1 each side): the
+    step-level training error is the mean of one logging period, still noisy at a small batch."""
+    half = max(1, int(len(points) * fraction / 2))
+    ys = [y for _, y in points]
+    return [
+        (x, statistics.fmean(ys[max(0, i - half) : i + half + 1]))
+        for i, (x, _) in enumerate(points)
+    ]
+
+
 def _by_arch(runs: Sequence[Run]) -> dict[tuple[bool, int], list[Run]]:
     groups: dict[tuple[bool, int], list[Run]] = defaultdict(list)
     for r in runs:
@@ -180,8 +215,9 @@ def _by_arch(runs: Sequence[Run]) -> dict[tuple[bool, int], list[Run]]:
 
 
 def plot_curves(runs: Sequence[Run]) -> Figure:
-    """Figure 6: training error (dashed, per-epoch mean) and test error (solid, each
-    validation) vs iterations; plain nets left, residual nets right, one colour per depth."""
+    """Figure 6: training error (dashed: every logging step, each the mean over its logging
+    period, smoothed) and test error (solid, each validation) vs iterations; plain nets left,
+    residual nets right, one colour per depth; seeds averaged."""
     groups = _by_arch(runs)
     depths = sorted({d for _, d in groups})
     colour = {d: colormaps["tab10"](i % 10) for i, d in enumerate(depths)}
@@ -193,15 +229,15 @@ def plot_curves(runs: Sequence[Run]) -> Figure:
             if not group:
                 continue
             name = f"{'ResNet' if residual else 'plain'}-{depth}"
-            for key, style, label in (
-                ("train/err_epoch", "--", f"{name} train"),
-                ("val/err", "-", f"{name} test"),
+            train = smooth(mean_curve(group, "train/err_step"))
+            for points, style, width, label in (
+                (train, "--", 1.0, f"{name} train"),
+                (mean_curve(group, "val/err"), "-", 2.0, f"{name} test"),
             ):
-                points = mean_curve(group, key)
                 if points:
                     xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, style, color=colour[depth], label=label)
-        ax.set_title("residual" if residual else "plain")
+                    ax.plot(xs, ys, style, linewidth=width, color=colour[depth], label=label)
+        ax.set_title("plain" if not residual else "residual")
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -264,7 +300,9 @@ def problems(runs: Sequence[Run]) -> list[str]:
     """One line per run that is missing (no summary) or did not complete."""
     out = []
     for r in runs:
-        if r.status != "completed":
+        if r.unreadable:
+            out.append(f"{r.dir.name}: unreadable: {r.unreadable}")
+        elif r.status != "completed":
             why = (r.summary or {}).get("error") or "no summary.json (still running or killed)"
             out.append(f"{r.dir.name}: {r.status}: {why}")
         elif r.error is None or (isinstance(r.error, float) and math.isnan(r.error)):
@@ -281,6 +319,11 @@ def report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
     rows = table_rows(runs)
     issues = problems(runs)
     text = markdown_table(rows)
+    if any(r.config.get("paper_error") for r in runs) and not any(r.official_data for r in runs):
+        text += (
+            "\nThe paper's column is left out: these runs read data that did not pass the "
+            "official md5 check (data.verify_md5=false), so the paper's errors do not compare.\n"
+        )
     if issues:
         text += "\nNot in the table:\n\n" + "".join(f"- {line}\n" for line in issues)
     (out_dir / "table.md").write_text(text)
@@ -299,7 +342,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@user_errors_as_one_line
+@one_line_errors
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     report(args.sweep_dir, args.out)

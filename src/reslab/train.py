@@ -1,114 +1,95 @@
-"""`reslab-train`: compose the config, instantiate every object from it, fit, test."""
+"""`reslab-train`: check the config, build every object from it, fit, test, write the run
+record."""
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from reslab.config import (
-    CONFIG_DIR,
-    build,
-    load_env,
-    log,
-    quiet_lightning,
-    register_resolvers,
-    user_errors_as_one_line,
-)
-from reslab.distributed import per_device_batch
-from reslab.errors import ConfigError
-from reslab.run_summary import run_summary
-from reslab.runs import finished_metrics
-from reslab.validate import check_checkpoint, validate
+from reslab import checkpoints, run_record
+from reslab.builders import build_datamodule, build_module, build_trainer
+from reslab.cli import command
+from reslab.preflight import check_config
 
-
-def build_net(cfg: DictConfig, num_classes: int) -> Any:
-    """The network from `model`; its head follows the data unless the config fixes it."""
-    fixed = cfg.model.get("num_classes") is not None
-    return build(cfg.model, "model", **({} if fixed else {"num_classes": num_classes}))
-
-
-def build_module(cfg: DictConfig, num_classes: int) -> L.LightningModule:
-    """The network, wrapped with `optimizer` and `scheduler` by `module`."""
-    net = build_net(cfg, num_classes)
-    module = build(
-        cfg.module,
-        "module",
-        net=net,
-        optimizer=build(cfg.optimizer, "optimizer"),
-        scheduler=build(cfg.get("scheduler"), "scheduler"),
-    )
-    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
-    return module
-
-
-def check_head(module: Any, datamodule: Any) -> None:
-    if module.num_classes != datamodule.num_classes:
-        raise ConfigError(
-            f"model.num_classes={module.num_classes} but the data has {datamodule.num_classes} "
-            "classes; drop the override (it follows data.num_classes) or pick matching data"
-        )
-
-
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
-    loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items()]
-    return build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+log = logging.getLogger("reslab")
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """`ckpt_path` if given; with `resume=true`, this run dir's last checkpoint if any."""
+    """`ckpt_path` if given; with `resume=true`, this run dir's last checkpoint if any. Checked
+    to be a complete file here; its architecture is checked as Lightning loads it."""
     if cfg.get("ckpt_path"):
-        return cfg.ckpt_path
+        return str(checkpoints.check_file(cfg.ckpt_path, "ckpt_path"))
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
-    return str(last) if cfg.get("resume") and last.is_file() else None
+    if cfg.get("resume") and last.is_file():
+        return str(checkpoints.check_file(last, "resume=true: checkpoints/last.ckpt"))
+    return None
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) one run; returns its final metrics and writes them to summary.json."""
-    validate(cfg)
-    done = finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)
+@rank_zero_only
+def print_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The resolved config as a tree at the start of the run, also saved as
+    `<run dir>/config_tree.log` (`.hydra/config.yaml` keeps it unresolved)."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else value
+        syntax = Syntax(str(text).strip(), "yaml", theme="ansi_dark", word_wrap=True)
+        tree.add(str(key)).add(syntax)
+    console = Console(record=True)
+    console.print(tree)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config_tree.log").write_text(console.export_text())
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and test) one run; returns its record, also written to `summary.json`."""
+    check_config(cfg)
+    done = run_record.finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)
     if cfg.get("resume") and done is not None:
         log.info("%s already finished; skipping it (resume=true)", cfg.paths.output_dir)
         return done
+    ckpt_path = resume_checkpoint(cfg)
+    print_config(cfg, Path(cfg.paths.output_dir))
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build(cfg.data, "data")
-    module = build_module(cfg, datamodule.num_classes)
-    check_head(module, datamodule)
-    if ckpt_path := resume_checkpoint(cfg):
-        check_checkpoint(ckpt_path, module)
     trainer = build_trainer(cfg)
-    per_device_batch(cfg.data.batch_size, trainer.world_size)
+    datamodule = build_datamodule(cfg, trainer.world_size)
+    module = build_module(cfg, datamodule.num_classes)
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
-        trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    summary = run_summary(cfg, module, trainer, datamodule, time.time() - start, metrics)
-    summary["world_size"] = trainer.world_size
-    if trainer.is_global_zero:
-        Path(cfg.paths.output_dir, "summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("summary: %s", json.dumps(summary))
-    return metrics
+    record = run_record.write_completed(
+        cfg, module, trainer, datamodule, time.time() - start, metrics
+    )
+    log.info("summary: %s", record)
+    return record
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-@user_errors_as_one_line
-def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric") or "", None)
+def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
+    """The run's value of `optimized_metric` for a Hydra sweeper: a field of the run record,
+    e.g. `val_err.best` (the best validation error, not the last epoch's)."""
+    key = cfg.get("optimized_metric")
+    value = OmegaConf.select(OmegaConf.create(record), key) if key else None
+    return float(value) if value is not None else None
 
 
-load_env()
-register_resolvers()
-quiet_lightning()
+def _task(cfg: DictConfig) -> float | None:
+    return optimized_value(cfg, train(cfg))
+
+
+main = command("train")(_task)
 
 if __name__ == "__main__":
     main()

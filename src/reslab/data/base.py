@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from reslab.data.resumable import ResumableDataLoader
+from reslab.data.transforms import StackCrops
 from reslab.distributed import per_device_batch
-from reslab.errors import ConfigError
 
 
 def build_transform(
@@ -40,9 +40,13 @@ def batch_mixer(augmentation: dict[str, Any], num_classes: int) -> v2.Transform 
 
 
 class ClassificationDataModule(L.LightningDataModule):
-    """Subclasses set `num_classes` and fill `train_set`, `val_set`, `test_set` in `setup`."""
+    """Subclasses set `num_classes` and `input_size` (C, H, W of a training image as the model
+    sees it) and fill `train_set`, `val_set`, `test_set` in `setup`. `batch_size` is the global
+    batch: each of the `world_size` processes loads `device_batch_size` of it."""
 
     num_classes: int
+    input_size: tuple[int, int, int] | None = None
+    ten_crop: bool = False
 
     def __init__(
         self,
@@ -51,18 +55,40 @@ class ClassificationDataModule(L.LightningDataModule):
         mean: Sequence[float],
         std: Sequence[float],
         augmentation: dict[str, Any] | None,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.device_batch_size = per_device_batch(batch_size, world_size)
+        self.mean, self.std = mean, std
         self.augmentation = dict(augmentation or {})
-        self.train_transform = build_transform(self.augmentation.get("train", ()), mean, std)
-        self.eval_transform = build_transform(self.augmentation.get("eval", ()), mean, std)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.mixer: v2.Transform | None = None
+
+    @property
+    def train_transform(self) -> v2.Compose:
+        """This dataset's own augmentation (from the config's parameters), then the config's
+        `augmentation.train` transforms, then normalisation."""
+        extra = self.augmentation.get("train") or ()
+        return build_transform([*self.train_augment(), *extra], self.mean, self.std)
+
+    @property
+    def eval_transform(self) -> v2.Compose:
+        return build_transform(self.eval_augment(), self.mean, self.std)
+
+    def train_augment(self) -> list[Any]:
+        return []
+
+    def eval_augment(self) -> list[Any]:
+        """Photos: resize the shorter side to `augmentation.resize`, then the centre `size` crop,
+        or the paper's 10 crops (4 corners + centre, and their flips) with `ten_crop`."""
+        size, resize = self.augmentation.get("size"), self.augmentation.get("resize")
+        if not size:
+            return []
+        crop = [v2.TenCrop(size), StackCrops()] if self.ten_crop else [v2.CenterCrop(size)]
+        return [v2.Resize(resize or size, antialias=True), *crop]
 
     def setup(self, stage: str | None = None) -> None:
         self.mixer = batch_mixer(self.augmentation, self.num_classes)
@@ -78,9 +104,7 @@ class ClassificationDataModule(L.LightningDataModule):
         loader = ResumableDataLoader if shuffle else DataLoader
         return loader(
             dataset,
-            batch_size=per_device_batch(
-                self.batch_size, self.trainer.world_size if self.trainer else 1
-            ),
+            batch_size=self.device_batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),

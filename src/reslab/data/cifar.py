@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+from torchvision.transforms import v2
 
 from reslab.data.base import ClassificationDataModule
-from reslab.data.device import DeviceLoader, device_augmentation, tensors
-from reslab.distributed import per_device_batch
+from reslab.data.device import DeviceLoader, check_device_augmentation, tensors
 from reslab.errors import ConfigError, DataError
 
 
@@ -83,18 +83,19 @@ class CIFARDataModule(ClassificationDataModule):
         verify_md5: bool = True,
         mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
         std: Sequence[float] = (0.2470, 0.2435, 0.2616),
-        augmentation: dict[str, Sequence[Any]] | None = None,
+        augmentation: dict[str, Any] | None = None,
         pipeline: str = "device",
         seed: int = 0,
+        world_size: int = 1,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, augmentation)
+        super().__init__(batch_size, num_workers, mean, std, augmentation, world_size)
         if pipeline not in PIPELINES:
             raise ConfigError(f"data.pipeline={pipeline!r} is not valid; choose one of {PIPELINES}")
+        self.pad = int(self.augmentation.get("pad") or 0)
+        self.flip = float(self.augmentation.get("flip") or 0.0)
         if pipeline == "device":
-            self.pad, self.flip_p = device_augmentation(
-                self.augmentation.get("train", ()), self.augmentation.get("eval", ())
-            )
-        self.pipeline, self.seed, self.mean, self.std = pipeline, seed, mean, std
+            check_device_augmentation(self.augmentation)
+        self.pipeline, self.seed = pipeline, seed
         if name not in DATASETS:
             raise ConfigError(f"data.name={name!r} is not valid; choose one of {list(DATASETS)}")
         cls, classes = DATASETS[name]
@@ -103,8 +104,17 @@ class CIFARDataModule(ClassificationDataModule):
         if not 0 <= val_size < 50_000:
             raise ConfigError(f"data.val_size={val_size} must be in [0, 50000) (5000 for 45k/5k)")
         self.cls, self.name, self.root = cls, name, Path(root).expanduser()
-        self.num_classes = num_classes
+        self.num_classes, self.input_size = num_classes, (3, 32, 32)
         self.val_size, self.download, self.verify_md5 = val_size, download, verify_md5
+
+    def train_augment(self) -> list[Any]:
+        """The paper's: zero-pad `pad` pixels, random 32x32 crop, flip with probability `flip`."""
+        out: list[Any] = []
+        if self.pad:
+            out.append(v2.RandomCrop(32, padding=self.pad))
+        if self.flip:
+            out.append(v2.RandomHorizontalFlip(self.flip))
+        return out
 
     @property
     def folder(self) -> Path:
@@ -166,11 +176,11 @@ class CIFARDataModule(ClassificationDataModule):
         return DeviceLoader(
             images.to(device),
             labels.to(device),
-            per_device_batch(self.batch_size, world),
+            self.device_batch_size,
             self.mean,
             self.std,
             pad=self.pad,
-            flip_p=self.flip_p,
+            flip_p=self.flip,
             train=shuffle,
             seed=self.seed,
             rank=rank,

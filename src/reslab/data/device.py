@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from reslab.errors import ConfigError
@@ -112,32 +111,15 @@ class DeviceLoader:
         self.generator.set_state(state["rng"])
 
 
-def device_augmentation(train: Sequence[Any], eval: Sequence[Any]) -> tuple[int, float]:
-    """(pad, flip probability) of an augmentation config made of the paper's CIFAR transforms,
-    the only ones this path runs on the device; anything else is an error, not ignored."""
-    pad, flip_p = 0, 0.0
-    for t in train:
-        if isinstance(t, v2.RandomCrop):
-            zero_pad = t.padding_mode == "constant" and t.fill == 0 and t.size == (32, 32)
-            if not zero_pad or len(set(t.padding)) != 1 or t.pad_if_needed:
-                raise ConfigError(
-                    f"data.pipeline=device needs a 32 crop of a zero pad, not {t}; "
-                    "set data.pipeline=workers for other crops"
-                )
-            pad = t.padding[0]
-        elif isinstance(t, v2.RandomHorizontalFlip):
-            flip_p = t.p
-        else:
-            raise ConfigError(
-                f"data.pipeline=device augments with pad-crop and flip only, not {t}; "
-                "set data.pipeline=workers for other augmentations"
-            )
-    if eval:
+def check_device_augmentation(augmentation: dict[str, Any]) -> None:
+    """This path runs the paper's pad-crop-flip (`augmentation.pad`, `augmentation.flip`) on
+    whole batches; per-image transforms and photo resizing are refused, not ignored."""
+    keys = ("train", "size", "mixup_alpha", "cutmix_alpha")
+    if any(augmentation.get(k) for k in keys):
         raise ConfigError(
-            f"data.pipeline=device takes no eval augmentation (got {list(eval)}); "
-            "set data.pipeline=workers"
+            "data.pipeline=device runs the pad-crop-flip augmentations (augmentation=cifar or "
+            "none) only; set data.pipeline=workers for this augmentation"
         )
-    return pad, flip_p
 
 
 def tensors(dataset: Any) -> tuple[Tensor, Tensor]:

@@ -40,6 +40,7 @@ class ImageFolderDataModule(ClassificationDataModule):
     `ilsvrc2012`: devkit parsing and val reorganisation happen once, on first use).
 
     The class count comes from the data; `num_classes`, when given, must agree with it.
+    `augmentation.size` / `resize` set the evaluation crop (`ten_crop`: the paper's 10 crops).
     The validation split doubles as the test split, as is usual for ImageNet.
     """
 
@@ -52,9 +53,14 @@ class ImageFolderDataModule(ClassificationDataModule):
         num_workers: int = 8,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
-        augmentation: dict[str, Sequence[Any]] | None = None,
+        augmentation: dict[str, Any] | None = None,
+        ten_crop: bool = False,
+        world_size: int = 1,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, augmentation)
+        super().__init__(batch_size, num_workers, mean, std, augmentation, world_size)
+        self.ten_crop = ten_crop
+        size = self.augmentation.get("size")
+        self.input_size = (3, size, size) if size else None
         if format not in FORMATS:
             raise ConfigError(f"data.format={format!r} is not valid; choose one of {list(FORMATS)}")
         self.root, self.format = Path(root).expanduser(), format

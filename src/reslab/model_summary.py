@@ -1,19 +1,20 @@
-"""`reslab-summary model=<name>`: parameters and multiply-adds per stage and in total, so a
-variant's cost can be read before training it and checked against the paper's Table 1."""
+"""`reslab-summary model=<name>`: a model's parameters and multiply-adds per stage and in total,
+so a variant's cost can be read before training it and checked against the paper's Table 1."""
 
 from __future__ import annotations
 
 import inspect
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from reslab.config import CONFIG_DIR, build, register_resolvers, user_errors_as_one_line
+from reslab.builders import build_net
+from reslab.cli import command
 from reslab.errors import ConfigError
 from reslab.flops import count_macs
 from reslab.models.resnet import ResNet, imagenet_resnet
@@ -61,13 +62,6 @@ def output_shapes(model: nn.Module, input_size: tuple[int, int, int]) -> dict[st
     return shapes
 
 
-def human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f}"
-
-
 def summarize(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, dict]:
     """Per top-level part with parameters or work: params, MACs, output shape; and `total`."""
     macs = count_macs(model, input_size)
@@ -93,7 +87,9 @@ def render(cfg: DictConfig, rows: dict[str, dict], size: int, paper: float | Non
     for part, row in rows.items():
         shape = "x".join(map(str, row["shape"])) if row["shape"] else ""
         style = "bold" if part == "total" else None
-        table.add_row(part, shape, f"{row['params']:,}", human(row["macs"]), style=style)
+        table.add_row(
+            part, shape, f"{row['params']:,}", get_human_readable_count(row["macs"]), style=style
+        )
     if paper is not None:
         table.add_row("He et al. 2015, Table 1", "", "", f"{paper:.1f} G", style="italic")
         ours = rows["total"]["macs"] / 1e9
@@ -108,9 +104,7 @@ def render(cfg: DictConfig, rows: dict[str, dict], size: int, paper: float | Non
     return table
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="summary")
-@user_errors_as_one_line
-def main(cfg: DictConfig) -> None:
+def summary(cfg: DictConfig) -> None:
     cifar = is_cifar(cfg.model)
     with open_dict(cfg):
         if cfg.data.num_classes is None:
@@ -120,13 +114,13 @@ def main(cfg: DictConfig) -> None:
     size = cfg.input_size
     if not isinstance(size, int) or size < 1:
         raise ConfigError(f"input_size={size!r} is not valid; use a positive integer (32, 224)")
-    model = build(cfg.model, "model")
+    model = build_net(cfg, cfg.data.num_classes)
     rows = summarize(model, (int(cfg.model.get("in_channels", 3)), size, size))
     paper = table1_gflops(cfg.model) if size == 224 else None  # Table 1 is at 224x224
     Console(width=120).print(render(cfg, rows, size, paper))
 
 
-register_resolvers()
+main = command("summary")(summary)
 
 if __name__ == "__main__":
     main()

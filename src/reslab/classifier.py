@@ -1,4 +1,5 @@
-"""The LightningModule: an image classifier around any `nn.Module` that maps images to logits."""
+"""The LightningModule `ImageClassifier`: cross-entropy training of any `nn.Module` that maps
+images to logits, with errors summed on the device (`Tally`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LinearLR
+
+from reslab.errors import ConfigError
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 
@@ -57,7 +61,9 @@ class ImageClassifier(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.weight_decay_bn_bias = weight_decay_bn_bias
         self.channels_last, self.compile_net = channels_last, compile
-        self.tallies = {stage: Tally() for stage in ("train", "val", "test")}
+        # "window": the training images since the last logging step, so `train/*_step` is the
+        # mean over every image of the period, not one batch.
+        self.tallies = {stage: Tally() for stage in ("train", "window", "val", "test")}
 
     @property
     def num_classes(self) -> int:
@@ -68,6 +74,9 @@ class ImageClassifier(L.LightningModule):
         format when Lightning moves them)."""
         if self.channels_last is None:
             self.channels_last = self.trainer.strategy.root_device.type == "cuda"
+        size = getattr(self.trainer.datamodule, "input_size", None)
+        if size is not None:  # the model summary then counts FLOPs and shapes on one image
+            self.example_input_array = torch.zeros(1, *size)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile_net and self.net._compiled_call_impl is None:
@@ -90,6 +99,8 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         batch_tally = Tally.of(logits.detach(), y, loss.detach())
         self.tallies[stage].add(batch_tally)
+        if stage == "train":
+            self.tallies["window"].add(batch_tally)
         return loss, batch_tally
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -100,7 +111,8 @@ class ImageClassifier(L.LightningModule):
         every, step = trainer.log_every_n_steps, trainer.global_step + 1
         # The steps whose values Lightning sends to the loggers (its own rule).
         if steps and (trainer.fast_dev_run or (every and step % every == 0)):
-            self._log(scores, "train/", "_step", on_step=True)
+            self._log(self.tallies["window"], "train/", "_step", on_step=True)
+            self.tallies["window"] = Tally()
         if last or (steps and step >= trainer.max_steps > 0):
             self._log(self.tallies["train"], "train/", "_epoch", on_step=False)
             self.tallies["train"] = Tally()
@@ -140,20 +152,43 @@ class ImageClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A run resumed mid-epoch continues the epoch's training scores.
         checkpoint["train_tally"] = self.tallies["train"].state_dict()
+        checkpoint["window_tally"] = self.tallies["window"].state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "train_tally" in checkpoint:
-            self.tallies["train"] = Tally(**checkpoint["train_tally"])
+        """Refuse, in one line, a checkpoint of another architecture (before Lightning loads
+        its weights and fails deep inside `load_state_dict`)."""
+        state, ours = checkpoint.get("state_dict", {}), self.state_dict()
+        bad = [k for k in ours if k not in state or state[k].shape != ours[k].shape]
+        bad += [k for k in state if k not in ours]
+        if bad:
+            theirs = checkpoint.get("hyper_parameters", {}).get("model", {})
+            raise ConfigError(
+                f"the checkpoint holds another architecture ({dict(theirs) or 'unknown'}; first "
+                f"mismatch: {bad[0]}); use the model options of the run that wrote it"
+            )
+        for stage in ("train", "window"):
+            if f"{stage}_tally" in checkpoint:
+                self.tallies[stage] = Tally(**checkpoint[f"{stage}_tally"])
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("ImageClassifier was built without an optimizer (evaluation only)")
-        optimizer = self.optimizer_factory(param_groups(self.net, self.weight_decay_bn_bias))
+        try:
+            optimizer = self.optimizer_factory(param_groups(self.net, self.weight_decay_bn_bias))
+        except (ValueError, TypeError) as e:  # torch's own argument checks
+            raise ConfigError(f"optimizer: {e}") from None
         if self.scheduler_config is None:
             return optimizer
         config = dict(self.scheduler_config)
+        warmup_steps = config.pop("warmup_steps", 0)
+        schedulers = []
+        if warmup_steps:
+            # Its own per-step scheduler on the same optimizer: both scale the lr they find, so
+            # the warm-up composes with any schedule (epoch-wise and ReduceLROnPlateau too).
+            warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps)
+            schedulers.append({"scheduler": warmup, "interval": "step"})
         config["scheduler"] = config["scheduler"](optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return [optimizer], [*schedulers, config]
 
 
 class Tally:

@@ -1,0 +1,70 @@
+"""Checkpoint files: written atomically beside their target, and read by one loader whose
+errors name the file and the fix (`ckpt_path`, `weights`, `model.weights`)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from reslab.atomic import write_atomic
+from reslab.errors import ConfigError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with the temporary file in the checkpoint's own directory.
+
+    Lightning writes through an fsspec transaction whose temporary file lives in the system temp
+    dir; on another filesystem its final "move" is a copy, and a full disk then leaves a
+    truncated `last.ckpt`. Here the previous file stays until the new one is complete."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomic(path, buffer.getvalue())
+
+
+def check_file(path: str | Path, key: str) -> Path:
+    """`path` exists and is a complete torch file (a zip archive whose directory, at its end,
+    is intact: an empty, truncated or text file fails), without loading it."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}={path} does not exist; pass a checkpoint or state_dict file")
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise ConfigError(
+            f"{key}={path} is not a readable torch file ({size} bytes: empty, truncated or not "
+            "written by torch.save); pass another file, e.g. checkpoints/best.ckpt"
+        )
+    return path
+
+
+def load(path: str | Path, key: str, weights_only: bool = False) -> Any:
+    """The object saved in `path`; any failure is one line naming `key=path`."""
+    path = check_file(path, key)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(
+            f"{key}={path} cannot be loaded ({type(e).__name__}: {first}); pass another file"
+        ) from None
+
+
+def net_weights(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The network weights in a loaded reslab checkpoint (`net.*` of its state_dict) or plain
+    state_dict (torchvision's `resnet50-0676ba61.pth`); `source` names the file in errors."""
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{source} holds no state_dict of tensors; pass a weights file")
+    if any(k.startswith("net.") for k in state):
+        state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    return state

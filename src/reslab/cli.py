@@ -1,0 +1,139 @@
+"""What every reslab command does as it starts (read `.env`, register the config resolvers,
+quiet two Lightning messages), and a user's mistake printed as one line instead of a traceback.
+Nothing here runs at import time: `command` builds a console-script entry point that does it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hydra
+from dotenv import find_dotenv, load_dotenv
+from omegaconf import DictConfig, OmegaConf
+
+from reslab.errors import ReslabError, one_line
+from reslab.models.names import arch_name
+
+# The configs ship inside the package (configs/ at the top of the repository, see
+# pyproject.toml), so editable and plain installs find them the same way.
+CONFIG_PATH = "pkg://reslab.configs"
+
+log = logging.getLogger("reslab")
+T = TypeVar("T")
+
+
+def register_resolvers() -> None:
+    """The config's own interpolation functions; Hydra needs them before it resolves a run dir."""
+    resolvers: dict[str, Callable[..., Any]] = {
+        "arch": arch_name,
+        # Unlike `${hydra:runtime.cwd}`, also resolvable when a multirun computes its sweep dir.
+        "cwd": os.getcwd,
+        # `${ge:${model.depth},110}`: a switch that follows a swept value.
+        "ge": lambda a, b: a >= b,
+        "not": lambda a: not a,
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def quiet_lightning() -> None:
+    """Drop messages Lightning 2.6 prints on every run that no user can act on: an advert for its
+    cloud logger, a deprecation inside its own pytree helper, and its note that our model-summary
+    callback replaces its default one."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: (
+            not str(record.msg).startswith("💡 Tip:")
+            and "Skipping setting a default `ModelSummary`" not in str(record.msg)
+        )
+    )
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def start() -> None:
+    """Set up this process for a command: `.env` from the working directory (or a parent), so
+    `DATA_DIR`, `RESLAB_LOG_DIR`, `WANDB_*` apply; resolvers; log filters."""
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    register_resolvers()
+    quiet_lightning()
+
+
+def print_error(error: BaseException) -> None:
+    print(f"reslab: error: {one_line(error)}", file=sys.stderr)
+
+
+def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """A `ReslabError` ends the command with one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ReslabError as e:
+            print_error(e)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+class Task:
+    """A Hydra task function. Alone it fails a run with one line for a `ReslabError`; in a
+    multirun it records any failure in the job's run dir and lets the sweep go on (the sweep
+    reports its failed jobs at the end: `reslab.run_dirs.SweepOutcome`).
+
+    The worker processes of a multirun launcher (joblib, submitit) unpickle the task function
+    before Hydra resolves the job's run dir; unpickling runs `start` there first."""
+
+    def __init__(self, fn: Callable[[DictConfig], Any]) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __reduce__(self) -> tuple[Callable[..., Task], tuple[Any, ...]]:
+        return _task_in_worker, (self.fn,)
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        from reslab.run_record import in_multirun, write_failed
+
+        try:
+            return self.fn(cfg)
+        except Exception as e:
+            if not in_multirun():
+                if isinstance(e, ReslabError):
+                    print_error(e)
+                    raise SystemExit(2) from None
+                raise
+            if isinstance(e, ReslabError):
+                log.error("%s", one_line(e))
+            else:
+                log.exception("job failed; the sweep goes on")
+            write_failed(e, cfg.get("run_name"))
+            return None
+
+
+def _task_in_worker(fn: Callable[[DictConfig], Any]) -> Task:
+    start()
+    return Task(fn)
+
+
+def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
+    """`main = command("train")(fn)`: the console-script entry point that starts the process,
+    composes `configs/<config_name>.yaml` with the command line and runs `fn(cfg)`."""
+
+    def wrap(fn: Callable[[DictConfig], Any]) -> Callable[[], None]:
+        task = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
+            Task(fn)
+        )
+
+        @functools.wraps(fn)
+        def main() -> None:
+            start()
+            task()
+
+        return main
+
+    return wrap

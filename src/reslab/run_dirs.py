@@ -1,0 +1,121 @@
+"""Run dirs are never lost: a Hydra callback, run in the launching process before any job
+starts, refuses a run or sweep dir that already holds a run unless `resume=true`, refuses
+`resume=true` with nothing to resume, names `RESLAB_LOG_DIR` when the log dir cannot be
+created, and after a sweep lists its failed jobs and exits non-zero."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from reslab import run_record
+from reslab.cli import print_error
+from reslab.errors import ConfigError
+
+# What a training run leaves in its dir (Hydra's own `.hydra/` and log come before any run).
+RUN_FILES = (run_record.FILE, "checkpoints", "csv/metrics.csv")
+# Set by launchers in the extra processes of one run (DDP ranks, srun tasks): only the first
+# process of a run checks its dir.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def holds_run(run_dir: Path) -> str | None:
+    """The first file of a training run in `run_dir`, None if there is none."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            return name
+    return None
+
+
+def _first_process() -> bool:
+    return all(os.environ.get(v, "0") == "0" for v in RANK_VARIABLES)
+
+
+def _explicit_resume(config: DictConfig) -> bool:
+    """`resume=true` given by the user; a job SLURM restarted resumes by itself, even when it
+    stopped before its first checkpoint."""
+    return bool(config.get("resume")) and "SLURM_RESTART_COUNT" not in os.environ
+
+
+def _check_log_dir(config: DictConfig) -> None:
+    log_dir = Path(str(config.paths.log_dir))
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the log dir {log_dir} ({e.strerror}); set RESLAB_LOG_DIR (or "
+            "paths.log_dir) to a writable dir"
+        ) from None
+
+
+class RunDirs(Callback):
+    """`hydra.callbacks.run_dirs` in `train.yaml`."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _first_process():
+            self._exit_on_error(self._check_run, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._exit_on_error(self._check_sweep, config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = []
+        for run_dir, record, unreadable in run_record.read_sweep(str(config.hydra.sweep.dir)):
+            if unreadable:
+                failed.append(f"{run_dir}: {unreadable}")
+            elif record is None:
+                failed.append(f"{run_dir}: no {run_record.FILE} (killed, or still running)")
+            elif record.get("status") != "completed":
+                name = record.get("run_name") or run_dir.name
+                failed.append(f"{name}: {record.get('error', record.get('status'))} ({run_dir})")
+        if failed:
+            print(f"reslab: {len(failed)} job(s) of the sweep did not complete:", file=sys.stderr)
+            for line in failed:
+                print(f"  {line}", file=sys.stderr)
+            raise SystemExit(1)
+
+    @staticmethod
+    def _exit_on_error(check: Any, config: DictConfig) -> None:
+        try:
+            check(config)
+        except ConfigError as e:
+            print_error(e)
+            raise SystemExit(2) from None
+
+    @staticmethod
+    def _check_run(config: DictConfig) -> None:
+        _check_log_dir(config)
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        if _explicit_resume(config) and not run_dir.is_dir():
+            raise ConfigError(
+                f"resume=true but there is no run to resume in {run_dir}; point at the run: "
+                "hydra.run.dir=logs/train/runs/<run> resume=true"
+            )
+        if not config.get("resume") and (found := holds_run(run_dir)):
+            raise ConfigError(
+                f"{run_dir} already holds a run ({found}); continue it with resume=true, or "
+                "drop hydra.run.dir for a fresh dir"
+            )
+
+    @staticmethod
+    def _check_sweep(config: DictConfig) -> None:
+        _check_log_dir(config)
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        if _explicit_resume(config) and not sweep_dir.is_dir():
+            raise ConfigError(
+                f"resume=true but there is no sweep to resume in {sweep_dir}; point at it: "
+                "hydra.sweep.dir=logs/train/multiruns/<sweep> resume=true"
+            )
+        if not config.get("resume") and sweep_dir.is_dir():
+            for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+                if found := holds_run(run_dir):
+                    raise ConfigError(
+                        f"{sweep_dir} already holds a sweep's runs ({run_dir.name}/{found}); "
+                        "continue it with resume=true, or drop hydra.sweep.dir for a fresh dir"
+                    )
