@@ -16,6 +16,7 @@ import hydra
 from dotenv import find_dotenv, load_dotenv
 from omegaconf import DictConfig, OmegaConf
 
+from reslab.devices import fast_precision
 from reslab.errors import ReslabError, one_line
 from reslab.models.names import arch_name
 
@@ -36,6 +37,8 @@ def register_resolvers() -> None:
         # `${ge:${model.depth},110}`: a switch that follows a swept value.
         "ge": lambda a, b: a >= b,
         "not": lambda a: not a,
+        # `${fast_precision:${trainer.accelerator}}`: bf16-mixed where the device has bf16 units.
+        "fast_precision": fast_precision,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
