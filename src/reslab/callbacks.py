@@ -25,10 +25,15 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 class LastCheckpoint(ModelCheckpoint):
     """`last.ckpt` after every validation (or every `every_n_train_steps`), when training ends,
-    and on SIGTERM/SIGUSR1 (preemption) before the process exits. Lightning's `save_last` only
-    refreshes `last.ckpt` when a monitored top-k file is written, so a run whose best epoch is
-    early would resume from there. Writes are atomic (Lightning saves through an fsspec
-    transaction: a temporary file moved into place), so a crash never leaves a truncated file."""
+    and on SIGTERM/SIGUSR1 (preemption) before the process exits with 128 + the signal.
+
+    Lightning's own pieces do not add up to this: `save_last` refreshes `last.ckpt` only when a
+    monitored top-k file is written (a run whose best epoch is early would resume from there);
+    its SIGTERM handling ends the run with exit status 0 and handles SIGUSR1 only under SLURM;
+    `save_on_exception` would also save the weights of a run stopped for diverging. Writes go
+    through `reslab.checkpoints.AtomicCheckpointIO`. `_last_global_step_saved` is
+    ModelCheckpoint's own record of its last save (no public accessor), shared with its
+    periodic saves so a step is never written twice."""
 
     def __init__(
         self, dirpath: str, filename: str = "last", every_n_train_steps: int | None = None
@@ -146,7 +151,10 @@ class FiniteLoss(Callback):
         else:
             return
         last = [c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
-        kept = f"the last good checkpoint is {last[0]}" if last else "no last checkpoint"
+        if last and last[0].is_file():
+            kept = f"the last good checkpoint is {last[0]}"
+        else:
+            kept = "no checkpoint was written before it"
         raise NonFiniteLoss(
             f"{what} at step {step} (epoch {epoch}); {kept}; lower optimizer.lr or check the data"
         )

@@ -60,7 +60,7 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.label_smoothing = label_smoothing
         self.weight_decay_bn_bias = weight_decay_bn_bias
-        self.channels_last, self.compile_net = channels_last, compile
+        self.channels_last, self.compile_net, self.compiled = channels_last, compile, False
         # "window": the training images since the last logging step, so `train/*_step` is the
         # mean over every image of the period, not one batch.
         self.tallies = {stage: Tally() for stage in ("train", "window", "val", "test")}
@@ -79,8 +79,9 @@ class ImageClassifier(L.LightningModule):
             self.example_input_array = torch.zeros(1, *size)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        if self.compile_net and self.net._compiled_call_impl is None:
+        if self.compile_net and not self.compiled:  # setup runs again for `trainer.test`
             self.net.compile()
+            self.compiled = True
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:

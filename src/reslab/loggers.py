@@ -92,7 +92,8 @@ class RunDirWandbLogger(WandbLogger):
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSVLogger, except that a resumed run appends to its `metrics.csv`: Lightning
     deletes the file when its dir already holds logs, and a resume would lose every earlier
-    row."""
+    row. The override of `experiment` reads the logger's `_experiment` cache, as Lightning's
+    own property does: there is no public hook between creating the writer and its first row."""
 
     @property
     @rank_zero_experiment

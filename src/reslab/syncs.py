@@ -4,6 +4,10 @@ On a GPU each such call drains the launch queue: the device idles while Python p
 next step's kernels, so a training step with syncs runs at host speed plus device speed
 instead of the slower of the two. CUDA's sync debug mode needs a GPU; `HostSyncs` spots the
 same calls on any device (a CPU test holds the training step to zero), at the Python level.
+
+A measuring tool, not part of training: it lives in the package because both the tests and
+the speed harness (`scripts/benchmark.py`, which cannot import from `tests/`) use it, and a
+user can count the syncs of their own callbacks the same way.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10, CIFAR100
@@ -154,9 +155,8 @@ class CIFARDataModule(ClassificationDataModule):
         super().setup(stage)
         if self.train_set is not None:
             return
-        root = str(self.root)
-        train = self.cls(root, train=True, transform=self.train_transform)
-        self.test_set = self.cls(root, train=False, transform=self.eval_transform)
+        train = self._read(train=True, transform=self.train_transform)
+        self.test_set = self._read(train=False, transform=self.eval_transform)
         if self.val_size:
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
             held_out = copy.copy(train)
@@ -165,6 +165,24 @@ class CIFARDataModule(ClassificationDataModule):
             self.val_set = Subset(held_out, order[: self.val_size].tolist())
         else:
             self.train_set, self.val_set = train, self.test_set
+
+    def _read(self, train: bool, transform: Any) -> CIFAR10:
+        """torchvision's dataset; a file it cannot read is named (with `data.verify_md5=true`
+        the md5 check in `prepare_data` catches it first)."""
+        try:
+            return self.cls(str(self.root), train=train, transform=transform)
+        except Exception:
+            for name, _ in self.cls.train_list if train else self.cls.test_list:
+                path = self.folder / name
+                try:
+                    with open(path, "rb") as f:
+                        np.asarray(pickle.load(f, encoding="latin1")["data"]).reshape(-1, 3072)
+                except Exception as e:
+                    raise DataError(
+                        f"{path} is not a CIFAR batch file ({type(e).__name__}); replace it, "
+                        f"or delete {self.folder} and run again to re-download"
+                    ) from None
+            raise
 
     def _loader(self, dataset: Any, shuffle: bool) -> Any:
         if self.pipeline == "workers":
