@@ -136,8 +136,8 @@ def _check_node(key: str, node: DictConfig) -> None:
                 continue
             choices = [p for p in params if p != "self"]
             near = difflib.get_close_matches(name, choices, n=1)
-            hint = f"did you mean {key}.{near[0]}? " if near else ""
-            raise ConfigError(f"unknown option {key}.{name} for {target}; {hint}valid: {choices}")
+            hint = f"did you mean {key}.{near[0]}?" if near else f"valid: {choices}"
+            raise ConfigError(f"unknown option {key}.{name} for {target}; {hint}")
         annotation = params[name].annotation
         value = OmegaConf.select(node, name, throw_on_missing=False)
         if not fits(value, annotation):
