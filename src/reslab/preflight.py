@@ -72,7 +72,14 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise a `ConfigError` for the first bad key or value of a run config."""
+    """Raise a `ConfigError` for the first bad key or value of a run config, or a device this
+    machine lacks."""
+    check_values(cfg)
+    check_devices(cfg.trainer)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The checks that hold on any machine: keys, types, ranges."""
     unknown = sorted(set(cfg) - TOP_LEVEL)
     if unknown:
         key = unknown[0]
@@ -95,7 +102,6 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not valid; use {valid}")
     for key, node in _targets(cfg, ""):
         _check_node(key, node)
-    check_devices(cfg.trainer)
 
 
 def _targets(node: Any, key: str) -> Iterator[tuple[str, DictConfig]]:
