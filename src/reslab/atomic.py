@@ -21,6 +21,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -31,3 +32,9 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             os.unlink(tmp)
         kept = "the previous version is kept" if path.exists() else "nothing was written"
         raise WriteError(f"cannot write {path}: {e.strerror or e}; {kept}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
