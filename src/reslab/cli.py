@@ -47,8 +47,9 @@ def register_resolvers() -> None:
 
 def quiet_lightning() -> None:
     """Drop messages Lightning 2.6 prints on every run that no user can act on: an advert for its
-    cloud logger, a deprecation inside its own pytree helper, and its note that our model-summary
-    callback replaces its default one."""
+    cloud logger, a deprecation inside its own pytree helper, its note that our model-summary
+    callback replaces its default one, and its note that the summary's size estimate assumes
+    fp32 under mixed precision."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: (
             not str(record.msg).startswith("💡 Tip:")
@@ -56,6 +57,7 @@ def quiet_lightning() -> None:
         )
     )
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
 
 
 def start() -> None:
