@@ -1,5 +1,5 @@
 # make train: set up .venv (once) and train the default ResNet-20 on CIFAR-10.
-# make test:  set up .venv with the dev tools (once) and run the test suite.
+# make test:  set up .venv with the dev tools and the search extra (once) and run the tests.
 # make bench: the speed harness, scripts/benchmark.py (README, Performance).
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,search]'
 	touch $@ $(VENV)/.installed
 
 train: $(VENV)/.installed
