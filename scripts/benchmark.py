@@ -375,6 +375,11 @@ def main() -> None:
     parser.add_argument(
         "--overhead-steps", type=int, default=200, help="timed steps of the host-bound runs"
     )
+    parser.add_argument(
+        "--training-only", action="store_true",
+        help="the training rows alone: no input, torchvision, framework-time or sync rows "
+        "(each of those builds, and with --compile compiles, more networks)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.data == "cifar10" and args.image_size != 32:
         parser.error(f"--image-size={args.image_size} needs --data synthetic (CIFAR is 32px)")
@@ -394,7 +399,6 @@ def main() -> None:
 
     args.num_classes = 1000 if args.data == "synthetic" else 10
     device_cfg = config(args, "device", out / "device")
-    count = args.batch_size * (args.steps + args.warmup)
     if args.data == "synthetic":
         shape = (args.batch_size * 8, 3, args.image_size, args.image_size)
         images = torch.randint(0, 256, shape, dtype=torch.uint8, device=args.device)
@@ -429,17 +433,10 @@ def main() -> None:
     for round_ in range(args.rounds):  # each round starts one later: no run is always first
         for key in order[round_ % len(order) :] + order[: round_ % len(order)]:
             rows[key].append(runs[key]())
-    device_input = input_pipeline(device_batches, args.device, count * 4)
-    loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
-    ours, theirs, ours_ratio = ours_vs_torchvision(args)
-    small_size, bare_ms, full_ms, overhead_ms = framework_time(args, out / "overhead")
-    period = device_cfg.trainer.log_every_n_steps
-    bare_syncs, syncs = host_syncs(args, out / "syncs", period)
     flops = train_flops_per_image(device_cfg, args)
     peak, peak_source = peak_flops(args)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
-    model = med["model_only"]
     print(
         f"\n{args.model}, batch {args.batch_size}, {args.precision}, channels_last="
         f"{args.channels_last}, compile={args.compile}, {args.device} "
@@ -452,22 +449,13 @@ def main() -> None:
     pipeline = "`data=cifar10` (device pipeline, default)"
     if args.data == "synthetic":
         pipeline = "module + Trainer, synthetic device data"
-    # Training rows: (name, measurement, reference, its name); others: (name, img/s, ratio, to).
+    # Training rows: (name, measurement, reference, its name).
     workers = "reslab-train pipeline, `data.pipeline=workers` (DataLoader)"
     training = [
         ("bare PyTorch loop, device-resident data", "bare", "bare", "itself"),
         (f"reslab-train pipeline, {pipeline}", "full_device", "bare", "bare loop"),
         (workers, "full_loader", "bare", "bare loop"),
         ("model alone (8 cached batches, bare loop)", "model_only", "model_only", "itself"),
-    ]
-    others = [("input: device loader alone", device_input, device_input / model, "model alone")]
-    if loader_input is not None:
-        name = "input: DataLoader (`data.num_workers`) alone"
-        others.append((name, loader_input, loader_input / model, "model alone"))
-    size = f"{args.tv_size}px batch {args.tv_batch}"
-    others += [
-        (f"our {args.tv_model} fwd+bwd, {size}", ours, ours_ratio, "torchvision (paired)"),
-        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself"),
     ]
     print("| measurement | img/s | rounds min-max | ratio | to | TFLOP/s | MFU |")
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
@@ -481,6 +469,38 @@ def main() -> None:
             f"| {name} | {rate:,.{digits}f} | {spread} | {rate / med[ref]:.3f} | {to} | "
             f"{rate * flops / 1e12:.3f} | {rate * flops / peak:.1%} |"
         )
+    if not args.training_only:
+        extras(args, out, device_cfg, (device_batches, cpu_batches), med)
+
+
+def extras(
+    args: argparse.Namespace,
+    out: Path,
+    device_cfg: DictConfig,
+    batches: tuple[Iterable[Any], Iterable[Any] | None],
+    med: dict[str, float],
+) -> None:
+    """The rows and notes after the training rows: the input pipelines alone, our ResNet vs
+    torchvision's, framework time per step and host-device syncs."""
+    device_batches, cpu_batches = batches
+    count = args.batch_size * (args.steps + args.warmup)
+    device_input = input_pipeline(device_batches, args.device, count * 4)
+    loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
+    ours, theirs, ours_ratio = ours_vs_torchvision(args)
+    small_size, bare_ms, full_ms, overhead_ms = framework_time(args, out / "overhead")
+    period = device_cfg.trainer.log_every_n_steps
+    bare_syncs, syncs = host_syncs(args, out / "syncs", period)
+    model = med["model_only"]
+    # (name, img/s, ratio, to)
+    others = [("input: device loader alone", device_input, device_input / model, "model alone")]
+    if loader_input is not None:
+        name = "input: DataLoader (`data.num_workers`) alone"
+        others.append((name, loader_input, loader_input / model, "model alone"))
+    size = f"{args.tv_size}px batch {args.tv_batch}"
+    others += [
+        (f"our {args.tv_model} fwd+bwd, {size}", ours, ours_ratio, "torchvision (paired)"),
+        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself"),
+    ]
     for name, rate, ratio, to in others:
         print(f"| {name} | {rate:,.{int(rate < 100)}f} | | {ratio:.3f} | {to} | | |")
     step_ms = 1000 * args.batch_size / med["bare"]
