@@ -1,12 +1,14 @@
 # make train: set up .venv (once) and train the default ResNet-20 on CIFAR-10.
-# make test:  set up .venv with the dev tools (once) and run the test suite.
+# make test:  set up .venv with the dev tools and the search extra (once) and run the tests.
 # make bench: the speed harness, scripts/benchmark.py (README, Performance).
+# make gpu-check: speed harness + Table-6 grid + report on one GPU in 9 minutes
+#   (docs/gpu_check.md): DATA_DIR=/data/cifar make gpu-check; ARGS=--dry-run on the CPU.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test bench lint format clean
+.PHONY: train test bench gpu-check lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,search]'
 	touch $@ $(VENV)/.installed
 
 train: $(VENV)/.installed
@@ -27,6 +29,9 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+gpu-check: $(VENV)/.installed
+	PY=$(BIN)/python bash scripts/gpu_check.sh $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

@@ -33,16 +33,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from reslab.config import CONFIG_DIR, build, register_resolvers
+from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
+from reslab.classifier import param_groups
+from reslab.cli import register_resolvers
 from reslab.data.device import DeviceLoader, tensors
 from reslab.models import imagenet_resnet
-from reslab.module import param_groups
 from reslab.syncs import HostSyncs
-from reslab.train import build_module, build_net, build_trainer
 
 HALF = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -82,11 +82,10 @@ def config(args: argparse.Namespace, pipeline: str, out: Path) -> DictConfig:
         f"module.channels_last={args.channels_last}", f"module.compile={args.compile}",
         f"paths.output_dir={out}", "test=false",
     ]  # fmt: skip
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.trainer.max_steps = args.warmup + args.steps
-        cfg.model.num_classes = args.num_classes
         cfg.trainer.limit_val_batches = 0
     return cfg
 
@@ -134,7 +133,7 @@ def synthetic_loader(images: torch.Tensor, labels: torch.Tensor, batch: int) -> 
 def full_pipeline(cfg: DictConfig, args: argparse.Namespace, datamodule: Any = None) -> float:
     """img/s of `reslab-train`'s objects: config-built DataModule (unless given), module,
     Trainer with its callbacks and logger."""
-    datamodule = datamodule or build(cfg.data, "data")
+    datamodule = datamodule or build_datamodule(cfg)
     module = build_module(cfg, args.num_classes)
     trainer = build_trainer(cfg)
     timer = StepTimer(args.warmup, args.steps, args.device)
@@ -376,6 +375,11 @@ def main() -> None:
     parser.add_argument(
         "--overhead-steps", type=int, default=200, help="timed steps of the host-bound runs"
     )
+    parser.add_argument(
+        "--training-only", action="store_true",
+        help="the training rows alone: no input, torchvision, framework-time or sync rows "
+        "(each of those builds, and with --compile compiles, more networks)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.data == "cifar10" and args.image_size != 32:
         parser.error(f"--image-size={args.image_size} needs --data synthetic (CIFAR is 32px)")
@@ -395,7 +399,6 @@ def main() -> None:
 
     args.num_classes = 1000 if args.data == "synthetic" else 10
     device_cfg = config(args, "device", out / "device")
-    count = args.batch_size * (args.steps + args.warmup)
     if args.data == "synthetic":
         shape = (args.batch_size * 8, 3, args.image_size, args.image_size)
         images = torch.randint(0, 256, shape, dtype=torch.uint8, device=args.device)
@@ -405,15 +408,15 @@ def main() -> None:
         loader_cfg = cpu_batches = None
     else:
         loader_cfg = config(args, "workers", out / "loader")
-        dm = build(device_cfg.data, "data")
+        dm = build_datamodule(device_cfg)
         dm.setup("fit")
         images, labels = tensors(dm.train_set)
         device_batches = DeviceLoader(
             images.to(args.device), labels.to(args.device), args.batch_size, dm.mean, dm.std,
-            pad=dm.pad, flip_p=dm.flip_p, train=True,
+            pad=dm.pad, flip_p=dm.flip, train=True,
         )  # fmt: skip
         device_dm = None
-        cpu_dm = build(loader_cfg.data, "data")
+        cpu_dm = build_datamodule(loader_cfg)
         cpu_dm.setup("fit")
         cpu_batches = cpu_dm.train_dataloader()
     cached = [(x.to(args.device), y.to(args.device)) for x, y in _take(device_batches, 8)]
@@ -430,17 +433,10 @@ def main() -> None:
     for round_ in range(args.rounds):  # each round starts one later: no run is always first
         for key in order[round_ % len(order) :] + order[: round_ % len(order)]:
             rows[key].append(runs[key]())
-    device_input = input_pipeline(device_batches, args.device, count * 4)
-    loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
-    ours, theirs, ours_ratio = ours_vs_torchvision(args)
-    small_size, bare_ms, full_ms, overhead_ms = framework_time(args, out / "overhead")
-    period = device_cfg.trainer.log_every_n_steps
-    bare_syncs, syncs = host_syncs(args, out / "syncs", period)
     flops = train_flops_per_image(device_cfg, args)
     peak, peak_source = peak_flops(args)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
-    model = med["model_only"]
     print(
         f"\n{args.model}, batch {args.batch_size}, {args.precision}, channels_last="
         f"{args.channels_last}, compile={args.compile}, {args.device} "
@@ -453,22 +449,13 @@ def main() -> None:
     pipeline = "`data=cifar10` (device pipeline, default)"
     if args.data == "synthetic":
         pipeline = "module + Trainer, synthetic device data"
-    # Training rows: (name, measurement, reference, its name); others: (name, img/s, ratio, to).
+    # Training rows: (name, measurement, reference, its name).
     workers = "reslab-train pipeline, `data.pipeline=workers` (DataLoader)"
     training = [
         ("bare PyTorch loop, device-resident data", "bare", "bare", "itself"),
         (f"reslab-train pipeline, {pipeline}", "full_device", "bare", "bare loop"),
         (workers, "full_loader", "bare", "bare loop"),
         ("model alone (8 cached batches, bare loop)", "model_only", "model_only", "itself"),
-    ]
-    others = [("input: device loader alone", device_input, device_input / model, "model alone")]
-    if loader_input is not None:
-        name = "input: DataLoader (`data.num_workers`) alone"
-        others.append((name, loader_input, loader_input / model, "model alone"))
-    size = f"{args.tv_size}px batch {args.tv_batch}"
-    others += [
-        (f"our {args.tv_model} fwd+bwd, {size}", ours, ours_ratio, "torchvision (paired)"),
-        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself"),
     ]
     print("| measurement | img/s | rounds min-max | ratio | to | TFLOP/s | MFU |")
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
@@ -482,6 +469,38 @@ def main() -> None:
             f"| {name} | {rate:,.{digits}f} | {spread} | {rate / med[ref]:.3f} | {to} | "
             f"{rate * flops / 1e12:.3f} | {rate * flops / peak:.1%} |"
         )
+    if not args.training_only:
+        extras(args, out, device_cfg, (device_batches, cpu_batches), med)
+
+
+def extras(
+    args: argparse.Namespace,
+    out: Path,
+    device_cfg: DictConfig,
+    batches: tuple[Iterable[Any], Iterable[Any] | None],
+    med: dict[str, float],
+) -> None:
+    """The rows and notes after the training rows: the input pipelines alone, our ResNet vs
+    torchvision's, framework time per step and host-device syncs."""
+    device_batches, cpu_batches = batches
+    count = args.batch_size * (args.steps + args.warmup)
+    device_input = input_pipeline(device_batches, args.device, count * 4)
+    loader_input = input_pipeline(cpu_batches, args.device, count) if cpu_batches else None
+    ours, theirs, ours_ratio = ours_vs_torchvision(args)
+    small_size, bare_ms, full_ms, overhead_ms = framework_time(args, out / "overhead")
+    period = device_cfg.trainer.log_every_n_steps
+    bare_syncs, syncs = host_syncs(args, out / "syncs", period)
+    model = med["model_only"]
+    # (name, img/s, ratio, to)
+    others = [("input: device loader alone", device_input, device_input / model, "model alone")]
+    if loader_input is not None:
+        name = "input: DataLoader (`data.num_workers`) alone"
+        others.append((name, loader_input, loader_input / model, "model alone"))
+    size = f"{args.tv_size}px batch {args.tv_batch}"
+    others += [
+        (f"our {args.tv_model} fwd+bwd, {size}", ours, ours_ratio, "torchvision (paired)"),
+        (f"torchvision {args.tv_model} fwd+bwd", theirs, 1.0, "itself"),
+    ]
     for name, rate, ratio, to in others:
         print(f"| {name} | {rate:,.{int(rate < 100)}f} | | {ratio:.3f} | {to} | | |")
     step_ms = 1000 * args.batch_size / med["bare"]

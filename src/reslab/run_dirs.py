@@ -119,3 +119,6 @@ class RunDirs(Callback):
                         f"{sweep_dir} already holds a sweep's runs ({run_dir.name}/{found}); "
                         "continue it with resume=true, or drop hydra.sweep.dir for a fresh dir"
                     )
+        # The sweeper may keep its own state there before the first job starts (the Optuna
+        # search's study database).
+        sweep_dir.mkdir(parents=True, exist_ok=True)
