@@ -380,6 +380,12 @@ def main() -> None:
         help="the training rows alone: no input, torchvision, framework-time or sync rows "
         "(each of those builds, and with --compile compiles, more networks)",
     )  # fmt: skip
+    parser.add_argument(
+        "--variants", default=None,
+        help="compare precision/compile settings side by side instead, e.g. "
+        "32-true,bf16-mixed,bf16-mixed+compile: the bare loop and the pipeline under each, "
+        "in the same rotated rounds, with ratios to the first",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.data == "cifar10" and args.image_size != 32:
         parser.error(f"--image-size={args.image_size} needs --data synthetic (CIFAR is 32px)")
@@ -421,6 +427,9 @@ def main() -> None:
         cpu_batches = cpu_dm.train_dataloader()
     cached = [(x.to(args.device), y.to(args.device)) for x, y in _take(device_batches, 8)]
 
+    if args.variants:
+        compare_variants(args, out, device_batches, device_dm, data_note)
+        return
     runs: dict[str, Callable[[], float]] = {
         "bare": lambda: bare_loop(device_cfg, args, device_batches),
         "full_device": lambda: full_pipeline(device_cfg, args, device_dm),
@@ -471,6 +480,49 @@ def main() -> None:
         )
     if not args.training_only:
         extras(args, out, device_cfg, (device_batches, cpu_batches), med)
+
+
+def variant(args: argparse.Namespace, spec: str) -> argparse.Namespace:
+    """`args` with the precision and compile switch of `spec` (`bf16-mixed+compile`)."""
+    precision, _, extra = spec.partition("+")
+    if extra not in ("", "compile"):
+        raise SystemExit(f"--variants: {spec!r} is not PRECISION or PRECISION+compile")
+    return argparse.Namespace(**{**vars(args), "precision": precision, "compile": bool(extra)})
+
+
+def compare_variants(
+    args: argparse.Namespace, out: Path, batches: Iterable[Any], datamodule: Any, note: str
+) -> None:
+    """The bare loop and the reslab-train pipeline (device data) under each variant, all in
+    the same rotated rounds, as img/s and ratios to the first variant's."""
+    specs = args.variants.split(",")
+    runs: dict[tuple[str, str], Callable[[], float]] = {}
+    for spec in specs:
+        v = variant(args, spec)
+        cfg = config(v, "device", out / spec)
+        runs[(spec, "bare")] = lambda cfg=cfg, v=v: bare_loop(cfg, v, batches)
+        runs[(spec, "pipeline")] = lambda cfg=cfg, v=v: full_pipeline(cfg, v, datamodule)
+    rows: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    order = list(runs)
+    for round_ in range(args.rounds):
+        for key in order[round_ % len(order) :] + order[: round_ % len(order)]:
+            rows[key].append(runs[key]())
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(
+        f"\n{args.model}, batch {args.batch_size}, {args.device}, torch {torch.__version__}, "
+        f"lightning {L.__version__}, {torch.get_num_threads()} threads; {note}; median of "
+        f"{args.rounds} rounds of {args.steps} steps after {args.warmup} warm-up steps "
+        "(compilation happens in the warm-up)\n"
+    )
+    print("| variant | bare loop img/s | ratio | reslab-train img/s | ratio | rounds min-max |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for spec in specs:
+        bare, full = med[(spec, "bare")], med[(spec, "pipeline")]
+        spread = rows[(spec, "pipeline")]
+        print(
+            f"| {spec} | {bare:,.0f} | {bare / med[(specs[0], 'bare')]:.2f} | {full:,.0f} | "
+            f"{full / med[(specs[0], 'pipeline')]:.2f} | {min(spread):,.0f}-{max(spread):,.0f} |"
+        )
 
 
 def extras(
