@@ -36,8 +36,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def build_datamodule(cfg: DictConfig, world_size: int = 1) -> L.LightningDataModule:
-    """The DataModule; it splits the global `data.batch_size` over `world_size` processes."""
-    return build(cfg.data, "data", world_size=world_size)
+    """The DataModule; it splits the global `data.batch_size` of an optimizer step over
+    `world_size` processes and `trainer.accumulate_grad_batches` micro-batches."""
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    return build(cfg.data, "data", world_size=world_size, accumulate_grad_batches=accumulate)
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> Any:
