@@ -54,7 +54,8 @@ class LastCheckpoint(ModelCheckpoint):
         return Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")
 
     def _save_now(self, trainer: L.Trainer) -> None:
-        if trainer.global_step != self._last_global_step_saved:
+        # Lightning's rule: not twice for one step, nor with fast_dev_run.
+        if not self._should_skip_saving_checkpoint(trainer):
             trainer.save_checkpoint(self.path, weights_only=False)
             self._last_global_step_saved = trainer.global_step
             self.last_model_path = str(self.path)

@@ -185,6 +185,7 @@ class CIFARDataModule(ClassificationDataModule):
             pad=self.pad,
             flip_p=self.flip,
             train=shuffle,
+            shuffle=not (trainer and trainer.overfit_batches),
             seed=self.seed,
             rank=rank,
             world_size=world,
