@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from reslab import checkpoints
 from reslab.classifier import ImageClassifier
 from reslab.errors import ConfigError, ReslabError
 
@@ -44,8 +45,14 @@ def build_datamodule(cfg: DictConfig, world_size: int = 1) -> L.LightningDataMod
 
 def build_net(cfg: DictConfig, num_classes: int) -> Any:
     """The network from `model`, its head sized by the data: the data alone owns the class
-    count (`data.num_classes`, or the class folders of an ImageFolder)."""
-    return build(cfg.model, "model", num_classes=num_classes)
+    count (`data.num_classes`, or the class folders of an ImageFolder). `model.weights` (a
+    file, not an argument of the model builders) then initialises it: fine-tuning."""
+    model = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    weights = model.pop("weights", None)
+    net = build(model, "model", num_classes=num_classes)
+    if weights:
+        checkpoints.init_weights(net, weights, "model.weights")
+    return net
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> ImageClassifier:
