@@ -28,11 +28,15 @@ def per_device_batch(global_batch: int, world_size: int, accumulate: int = 1) ->
         raise ConfigError(f"data.batch_size={global_batch} must be a positive integer")
     parts = world_size * accumulate
     if world_size < 1 or accumulate < 1 or global_batch % parts:
+        micro = (
+            f" x {accumulate} micro-batches (trainer.accumulate_grad_batches)"
+            if accumulate > 1
+            else ""
+        )
         raise ConfigError(
-            f"data.batch_size={global_batch} is the global batch of one optimizer step and does "
-            f"not split evenly into {world_size} processes (trainer.devices x trainer.num_nodes) "
-            f"x {accumulate} micro-batches (trainer.accumulate_grad_batches); use a multiple of "
-            f"{parts}"
+            f"data.batch_size={global_batch} is the global batch and does not split evenly over "
+            f"{world_size} processes (trainer.devices x trainer.num_nodes){micro}; "
+            f"use a multiple of {parts}"
         )
     return global_batch // parts
 
