@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from reslab import checkpoints
 from reslab.classifier import ImageClassifier
 from reslab.errors import ConfigError, ReslabError
 
@@ -36,14 +37,22 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def build_datamodule(cfg: DictConfig, world_size: int = 1) -> L.LightningDataModule:
-    """The DataModule; it splits the global `data.batch_size` over `world_size` processes."""
-    return build(cfg.data, "data", world_size=world_size)
+    """The DataModule; it splits the global `data.batch_size` of an optimizer step over
+    `world_size` processes and `trainer.accumulate_grad_batches` micro-batches."""
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    return build(cfg.data, "data", world_size=world_size, accumulate_grad_batches=accumulate)
 
 
 def build_net(cfg: DictConfig, num_classes: int) -> Any:
     """The network from `model`, its head sized by the data: the data alone owns the class
-    count (`data.num_classes`, or the class folders of an ImageFolder)."""
-    return build(cfg.model, "model", num_classes=num_classes)
+    count (`data.num_classes`, or the class folders of an ImageFolder). `model.weights` (a
+    file, not an argument of the model builders) then initialises it: fine-tuning."""
+    model = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    weights = model.pop("weights", None)
+    net = build(model, "model", num_classes=num_classes)
+    if weights:
+        checkpoints.init_weights(net, weights, "model.weights")
+    return net
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> ImageClassifier:

@@ -12,7 +12,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    RichProgressBar,
+)
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
@@ -53,7 +59,8 @@ class LastCheckpoint(ModelCheckpoint):
         return Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")
 
     def _save_now(self, trainer: L.Trainer) -> None:
-        if trainer.global_step != self._last_global_step_saved:
+        # Lightning's rule: not twice for one step, nor with fast_dev_run.
+        if not self._should_skip_saving_checkpoint(trainer):
             trainer.save_checkpoint(self.path, weights_only=False)
             self._last_global_step_saved = trainer.global_step
             self.last_model_path = str(self.path)
@@ -293,3 +300,33 @@ class ErrorTracker(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history.update(state_dict.get("history", {}))
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's EMA of the weights (validated, and saved as `state_dict` of every checkpoint,
+    so `best.ckpt`, `test` and `reslab-eval` use the average; the raw weights ride along for
+    resuming), with three fixes to Lightning 2.6's callback:
+
+    - the average lives on the training device: Lightning copies the module in the `setup`
+      hook, before the strategy moves it there, so a GPU run kept it on the CPU;
+    - the module takes the average when the fit ends, not at `on_train_end`, which runs before
+      `last.ckpt` is written there: that file then held the average as the raw weights too, and
+      a run continued from it restarted from the average;
+    - `trainer.test(ckpt_path=...)` after a fit tests the averaged weights: Lightning reloaded
+      the raw ones into the module there."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._device = self._device or trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Training state stays raw until every checkpoint of the fit is written."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -4,15 +4,19 @@ errors name the file and the fix (`ckpt_path`, `weights`, `model.weights`)."""
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
 
 from reslab.atomic import write_atomic
 from reslab.errors import ConfigError
+
+log = logging.getLogger("reslab")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -68,3 +72,38 @@ def net_weights(obj: Any, source: str) -> dict[str, torch.Tensor]:
     if any(k.startswith("net.") for k in state):
         state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     return state
+
+
+def init_weights(net: nn.Module, path: str | Path, key: str) -> None:
+    """Initialise `net` from the network weights in `path` (a torchvision state_dict or a reslab
+    checkpoint), for fine-tuning: every tensor must fit, except a head (`fc`) for another class
+    count, which keeps its fresh initialisation. Training state (optimizer, schedule, step) is
+    not read: that is `ckpt_path`."""
+    state = net_weights(load(path, key, weights_only=True), f"{key}={path}")
+    ours = net.state_dict()
+    theirs_fc, ours_fc = state.get("fc.weight"), ours.get("fc.weight")
+    new_head = (
+        theirs_fc is not None
+        and ours_fc is not None
+        and theirs_fc.shape[1:] == ours_fc.shape[1:]
+        and theirs_fc.shape[0] != ours_fc.shape[0]
+    )
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = [k for k in ours if not (new_head and k.startswith("fc."))]
+    bad = [k for k in expected if k not in state or state[k].shape != ours[k].shape]
+    bad += [k for k in state if k not in ours]
+    if bad:
+        raise ConfigError(
+            f"{key}={path} does not fit the model config (first mismatch: {bad[0]}); use the "
+            "model the weights were trained with (e.g. model=resnet50 for torchvision's)"
+        )
+    net.load_state_dict(state, strict=not new_head)
+    if new_head:
+        log.info(
+            "%s=%s: network initialised from the file; the head (fc) is re-initialised for %d "
+            "classes (the file's has %d)",
+            key, path, ours_fc.shape[0], theirs_fc.shape[0],
+        )  # fmt: skip
+    else:
+        log.info("%s=%s: network initialised from the file, head included", key, path)

@@ -186,8 +186,10 @@ class ImageClassifier(L.LightningModule):
         if warmup_steps:
             # Its own per-step scheduler on the same optimizer: both scale the lr they find, so
             # the warm-up composes with any schedule (epoch-wise and ReduceLROnPlateau too).
+            # One name for both: LearningRateMonitor would log the same lr twice (lr-SGD-1).
             warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps)
-            schedulers.append({"scheduler": warmup, "interval": "step"})
+            config["name"] = config.get("name") or f"lr-{type(optimizer).__name__}"
+            schedulers.append({"scheduler": warmup, "interval": "step", "name": config["name"]})
         config["scheduler"] = config["scheduler"](optimizer)
         return [optimizer], [*schedulers, config]
 

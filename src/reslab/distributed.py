@@ -1,4 +1,5 @@
-"""Data-parallel training: global batch semantics, and DDP that works inside Hydra multiruns."""
+"""Data-parallel training: global batch semantics (accumulation included), and DDP that works
+inside Hydra multiruns."""
 
 from __future__ import annotations
 
@@ -18,18 +19,26 @@ _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD
 _env_before_launch: dict[str, str | None] | None = None
 
 
-def per_device_batch(global_batch: int, world_size: int) -> int:
-    """`data.batch_size` is the global batch (the paper's 128 was 2 GPUs x 64); each of the
-    `world_size` processes loads its share, so a recipe optimises the same on any device count."""
+def per_device_batch(global_batch: int, world_size: int, accumulate: int = 1) -> int:
+    """`data.batch_size` is the global batch of one optimizer step (the paper's 128 was 2 GPUs
+    x 64): each of the `world_size` processes loads its share in `accumulate` micro-batches
+    (`trainer.accumulate_grad_batches`), so a recipe optimises the same on any device count
+    and memory budget."""
     if global_batch < 1:
         raise ConfigError(f"data.batch_size={global_batch} must be a positive integer")
-    if world_size < 1 or global_batch % world_size:
+    parts = world_size * accumulate
+    if world_size < 1 or accumulate < 1 or global_batch % parts:
+        micro = (
+            f" x {accumulate} micro-batches (trainer.accumulate_grad_batches)"
+            if accumulate > 1
+            else ""
+        )
         raise ConfigError(
             f"data.batch_size={global_batch} is the global batch and does not split evenly over "
-            f"{world_size} processes (trainer.devices x trainer.num_nodes); "
-            f"use a multiple of {world_size}"
+            f"{world_size} processes (trainer.devices x trainer.num_nodes){micro}; "
+            f"use a multiple of {parts}"
         )
-    return global_batch // world_size
+    return global_batch // parts
 
 
 def _forget_previous_job() -> None:

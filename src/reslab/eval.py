@@ -40,6 +40,8 @@ def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
                 "reslab-train? (torchvision weights: weights=<file> model=<name> data=<name>)"
             )
         merged = OmegaConf.create(hparams)
+        if "weights" in merged.model:  # a fine-tuned run's start: the checkpoint replaces it
+            merged.model.weights = None
     else:
         if cfg.get("model") is None or cfg.get("data") is None:
             raise ConfigError("weights=... needs model=<name> and data=<name> (e.g. resnet50)")

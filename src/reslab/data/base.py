@@ -42,7 +42,8 @@ def batch_mixer(augmentation: dict[str, Any], num_classes: int) -> v2.Transform 
 class ClassificationDataModule(L.LightningDataModule):
     """Subclasses set `num_classes` and `input_size` (C, H, W of a training image as the model
     sees it) and fill `train_set`, `val_set`, `test_set` in `setup`. `batch_size` is the global
-    batch: each of the `world_size` processes loads `device_batch_size` of it."""
+    batch of one optimizer step: each of the `world_size` processes loads `device_batch_size`
+    of it per micro-batch (`accumulate_grad_batches` of them per step)."""
 
     num_classes: int
     input_size: tuple[int, int, int] | None = None
@@ -56,10 +57,11 @@ class ClassificationDataModule(L.LightningDataModule):
         std: Sequence[float],
         augmentation: dict[str, Any] | None,
         world_size: int = 1,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.device_batch_size = per_device_batch(batch_size, world_size)
+        self.device_batch_size = per_device_batch(batch_size, world_size, accumulate_grad_batches)
         self.mean, self.std = mean, std
         self.augmentation = dict(augmentation or {})
         self.train_set: Dataset | None = None

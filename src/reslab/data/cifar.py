@@ -88,8 +88,11 @@ class CIFARDataModule(ClassificationDataModule):
         pipeline: str = "device",
         seed: int = 0,
         world_size: int = 1,
+        accumulate_grad_batches: int = 1,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, augmentation, world_size)
+        super().__init__(
+            batch_size, num_workers, mean, std, augmentation, world_size, accumulate_grad_batches
+        )
         if pipeline not in PIPELINES:
             raise ConfigError(f"data.pipeline={pipeline!r} is not valid; choose one of {PIPELINES}")
         self.pad = int(self.augmentation.get("pad") or 0)
@@ -200,6 +203,7 @@ class CIFARDataModule(ClassificationDataModule):
             pad=self.pad,
             flip_p=self.flip,
             train=shuffle,
+            shuffle=not (trainer and trainer.overfit_batches),
             seed=self.seed,
             rank=rank,
             world_size=world,

@@ -46,9 +46,11 @@ class DeviceLoader:
     """Batches of (normalised images, labels) from uint8 tensors on one device.
 
     Under DDP each rank takes every `world_size`-th index of the epoch's order; training
-    epochs drop the remainder so every rank runs the same number of steps. `state_dict`
-    holds the epoch, the batches served and the augmentation RNG (Lightning saves it in
-    checkpoints), so a run resumed mid-epoch continues with the same images and crops.
+    epochs drop the remainder so every rank runs the same number of steps. They are shuffled
+    unless `shuffle=False`: Lightning's `overfit_batches` turns a DataLoader's shuffling off
+    but cannot reach into this loader, so the DataModule passes it. `state_dict` holds the
+    epoch, the batches served and the augmentation RNG (Lightning saves it in checkpoints),
+    so a run resumed mid-epoch continues with the same images and crops.
     """
 
     def __init__(
@@ -61,13 +63,14 @@ class DeviceLoader:
         pad: int = 0,
         flip_p: float = 0.0,
         train: bool = False,
+        shuffle: bool = True,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.mean, self.std = batch_size, mean, std
-        self.pad, self.flip_p, self.train = pad, flip_p, train
+        self.pad, self.flip_p, self.train, self.shuffle = pad, flip_p, train, shuffle
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch, self.served, self.restored = 0, 0, False
         self.generator = torch.Generator(images.device).manual_seed(seed * 1000 + rank)
@@ -76,8 +79,11 @@ class DeviceLoader:
         n = len(self.images)
         if not self.train:
             return torch.arange(self.rank, n, self.world_size, device=self.images.device)
-        shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(n, generator=shuffle)[: n - n % self.world_size]
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=generator)[: n - n % self.world_size]
+        else:
+            order = torch.arange(n - n % self.world_size)
         return order[self.rank :: self.world_size].to(self.images.device)
 
     def __len__(self) -> int:

@@ -56,8 +56,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         augmentation: dict[str, Any] | None = None,
         ten_crop: bool = False,
         world_size: int = 1,
+        accumulate_grad_batches: int = 1,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, augmentation, world_size)
+        super().__init__(
+            batch_size, num_workers, mean, std, augmentation, world_size, accumulate_grad_batches
+        )
         self.ten_crop = ten_crop
         size = self.augmentation.get("size")
         self.input_size = (3, size, size) if size else None
