@@ -45,7 +45,7 @@ def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
     else:
         if cfg.get("model") is None or cfg.get("data") is None:
             raise ConfigError("weights=... needs model=<name> and data=<name> (e.g. resnet50)")
-        merged = OmegaConf.create({"seed": 0})
+        merged = OmegaConf.create({"seed": 0, "augmentation": None})
     with open_dict(merged):
         for key in CHOSEN_GROUPS:
             if cfg.get(key) is not None:

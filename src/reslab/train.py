@@ -3,6 +3,7 @@ record."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -73,7 +74,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     record = run_record.write_completed(
         cfg, module, trainer, datamodule, time.time() - start, metrics
     )
-    log.info("summary: %s", record)
+    if trainer.is_global_zero:
+        log.info("summary: %s", json.dumps(record))
     return record
 
 
