@@ -29,9 +29,10 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND = re.compile(r"^(?:\$ )?(reslab-(?:train|eval|summary|report))(?:\s|$)")
 
 
-def documented_commands() -> list[tuple[str, str, list[str]]]:
-    """(where, program, arguments) of each command in a fenced code block of the docs."""
-    found = []
+def documented_commands() -> list[tuple[str, str, list[str], str | None]]:
+    """(where, program, arguments, the error line shown after it) of each command in a fenced
+    code block of the docs."""
+    found: list[tuple[str, str, list[str], str | None]] = []
     for doc in DOCS:
         in_block, pending = False, ""
         for number, line in enumerate(doc.read_text().splitlines(), start=1):
@@ -39,6 +40,13 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
                 in_block, pending = not in_block, ""
                 continue
             if not in_block:
+                continue
+            if (
+                line.startswith("reslab: error:")
+                and found
+                and found[-1][0] == f"{doc.name}:{number - 1}"
+            ):
+                found[-1] = (*found[-1][:3], line)
                 continue
             line = pending + line.split(" #", 1)[0].rstrip()
             if line.endswith("\\"):
@@ -48,7 +56,7 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
             match = COMMAND.match(line.strip())
             if match:
                 words = shlex.split(line.strip().removeprefix("$ "))
-                found.append((f"{doc.name}:{number}", match.group(1), words[1:]))
+                found.append((f"{doc.name}:{number}", match.group(1), words[1:], None))
     return found
 
 
@@ -56,7 +64,11 @@ COMMANDS = documented_commands()
 
 
 def by_program(program: str) -> list[tuple[str, list[str]]]:
-    return [(where, args) for where, prog, args in COMMANDS if prog == program]
+    """The commands of `program` that the docs show working (not those shown failing)."""
+    return [(where, args) for where, prog, args, error in COMMANDS if prog == program and not error]
+
+
+ERRORS = [(where, prog, args, error) for where, prog, args, error in COMMANDS if error]
 
 
 def placeholders(args: list[str], values: dict[str, str]) -> list[str]:
@@ -196,3 +208,40 @@ def test_documented_summary_command_runs(
     monkeypatch.setattr(sys, "argv", ["reslab-summary", *args])
     summary_main()
     assert "total" in capsys.readouterr().out
+
+
+def test_the_docs_show_errors() -> None:
+    assert len(ERRORS) >= 5
+
+
+@pytest.mark.parametrize(("where", "program", "args", "error"), ERRORS, ids=lambda x: str(x))
+def test_documented_error_is_what_the_command_prints(
+    where: str,
+    program: str,
+    args: list[str],
+    error: str,
+    cifar10_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture,
+) -> None:
+    """The command, run by its own entry point on generated data, fails with the line the docs
+    show (`<...>` in it stands for any text)."""
+    from reslab.eval import main as eval_main
+    from reslab.train import main as train_main
+
+    run = tmp_path / "logs" / "train" / "runs" / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "summary.json").write_text('{"status": "completed"}')
+    args = placeholders(args, {"logs/train/runs/<run>": str(run)})
+    monkeypatch.setenv("DATA_DIR", str(cifar10_root))
+    monkeypatch.setenv("RESLAB_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [program, *args, "data.verify_md5=false"])
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        {"reslab-train": train_main, "reslab-eval": eval_main}[program]()
+    assert exit.value.code != 0
+    printed = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("reslab: error:")]
+    pattern = ".*".join(re.escape(part) for part in re.split(r"<[^>]*>", error))
+    assert len(printed) == 1 and re.fullmatch(pattern, printed[0]), (error, printed)

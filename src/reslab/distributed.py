@@ -28,15 +28,14 @@ def per_device_batch(global_batch: int, world_size: int, accumulate: int = 1) ->
         raise ConfigError(f"data.batch_size={global_batch} must be a positive integer")
     parts = world_size * accumulate
     if world_size < 1 or accumulate < 1 or global_batch % parts:
-        micro = (
-            f" x {accumulate} micro-batches (trainer.accumulate_grad_batches)"
-            if accumulate > 1
-            else ""
-        )
+        over = []
+        if world_size > 1:
+            over.append(f"{world_size} processes (trainer.devices x trainer.num_nodes)")
+        if accumulate > 1:
+            over.append(f"{accumulate} micro-batches (trainer.accumulate_grad_batches)")
         raise ConfigError(
             f"data.batch_size={global_batch} is the global batch and does not split evenly over "
-            f"{world_size} processes (trainer.devices x trainer.num_nodes){micro}; "
-            f"use a multiple of {parts}"
+            f"{' x '.join(over)}; use a multiple of {parts}"
         )
     return global_batch // parts
 
