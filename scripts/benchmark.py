@@ -33,16 +33,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from reslab.config import CONFIG_DIR, build, register_resolvers
+from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
+from reslab.classifier import param_groups
+from reslab.cli import register_resolvers
 from reslab.data.device import DeviceLoader, tensors
 from reslab.models import imagenet_resnet
-from reslab.module import param_groups
 from reslab.syncs import HostSyncs
-from reslab.train import build_module, build_net, build_trainer
 
 HALF = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -82,11 +82,10 @@ def config(args: argparse.Namespace, pipeline: str, out: Path) -> DictConfig:
         f"module.channels_last={args.channels_last}", f"module.compile={args.compile}",
         f"paths.output_dir={out}", "test=false",
     ]  # fmt: skip
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.trainer.max_steps = args.warmup + args.steps
-        cfg.model.num_classes = args.num_classes
         cfg.trainer.limit_val_batches = 0
     return cfg
 
@@ -134,7 +133,7 @@ def synthetic_loader(images: torch.Tensor, labels: torch.Tensor, batch: int) -> 
 def full_pipeline(cfg: DictConfig, args: argparse.Namespace, datamodule: Any = None) -> float:
     """img/s of `reslab-train`'s objects: config-built DataModule (unless given), module,
     Trainer with its callbacks and logger."""
-    datamodule = datamodule or build(cfg.data, "data")
+    datamodule = datamodule or build_datamodule(cfg)
     module = build_module(cfg, args.num_classes)
     trainer = build_trainer(cfg)
     timer = StepTimer(args.warmup, args.steps, args.device)
@@ -405,15 +404,15 @@ def main() -> None:
         loader_cfg = cpu_batches = None
     else:
         loader_cfg = config(args, "workers", out / "loader")
-        dm = build(device_cfg.data, "data")
+        dm = build_datamodule(device_cfg)
         dm.setup("fit")
         images, labels = tensors(dm.train_set)
         device_batches = DeviceLoader(
             images.to(args.device), labels.to(args.device), args.batch_size, dm.mean, dm.std,
-            pad=dm.pad, flip_p=dm.flip_p, train=True,
+            pad=dm.pad, flip_p=dm.flip, train=True,
         )  # fmt: skip
         device_dm = None
-        cpu_dm = build(loader_cfg.data, "data")
+        cpu_dm = build_datamodule(loader_cfg)
         cpu_dm.setup("fit")
         cpu_batches = cpu_dm.train_dataloader()
     cached = [(x.to(args.device), y.to(args.device)) for x, y in _take(device_batches, 8)]
