@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from hydra.core.hydra_config import HydraConfig
 
+# One thread per process, in this process (before torch starts its pool) as in the processes the
+# tests start: on a busy machine a multi-threaded step waits for descheduled threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_cifar import write_cifar10, write_cifar100
@@ -42,7 +45,6 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never touch the network or a user's W&B account."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("DATA_DIR", raising=False)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def dirs_env(data: Path | None, logs: Path | None) -> dict[str, str]:
