@@ -1,12 +1,15 @@
-"""`scripts/benchmark.py` runs as the README shows and prints a complete table (no speed
-assertions: the figures are the benchmark's job, not the tests')."""
+"""`scripts/benchmark.py` runs as the README shows (its `__main__`, in this process) and
+prints a complete table (no speed assertions: the figures are the benchmark's job, not the
+tests')."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
+import runpy
 from pathlib import Path
+
+import pytest
+from conftest import Outcome, run_main
 
 from reslab.flops import count_macs
 from reslab.models import cifar_resnet, imagenet_resnet
@@ -16,17 +19,20 @@ TINY = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--tv-size", "64", "--
         "--overhead-steps", "10"]  # fmt: skip
 
 
+def script(*args: str) -> Outcome:
+    """`python scripts/benchmark.py ARGS`."""
+    return run_main(lambda: runpy.run_path(str(SCRIPT), run_name="__main__"), [SCRIPT, *args])
+
+
 def bench(*args: str) -> tuple[str, dict[str, list[str]]]:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *TINY, *args], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = script(*TINY, *args)
+    assert run.code == 0, run.err[-3000:]
     rows = {}
-    for line in proc.stdout.splitlines():
+    for line in run.out.splitlines():
         if line.startswith("| ") and not line.startswith("| measurement"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0]] = cells[1:]
-    return proc.stdout, rows
+    return run.out, rows
 
 
 def gflop(stdout: str) -> float:
@@ -42,6 +48,7 @@ def check_training_rows(rows: dict[str, list[str]], names: list[str]) -> None:
         assert float(tflops) > 0 and 0 < float(mfu.rstrip("%")) < 100
 
 
+@pytest.mark.slow
 def test_cifar_table(cifar10_root: Path) -> None:
     stdout, rows = bench(
         "--batch-size", "32", "--data-dir", str(cifar10_root), "--peak-tflops", "1"
@@ -80,6 +87,7 @@ def test_cifar_table(cifar10_root: Path) -> None:
     assert syncs and 0 < int(syncs.group(1)) < 50
 
 
+@pytest.mark.slow
 def test_synthetic_imagenet_size(tmp_path: Path) -> None:
     stdout, rows = bench("--model", "resnet18", "--data", "synthetic", "--image-size", "64",
                          "--batch-size", "4")  # fmt: skip
@@ -91,7 +99,5 @@ def test_synthetic_imagenet_size(tmp_path: Path) -> None:
 
 
 def test_image_size_needs_synthetic() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--image-size", "224"], capture_output=True, text=True
-    )
-    assert proc.returncode == 2 and "--image-size=224 needs --data synthetic" in proc.stderr
+    run = script("--image-size", "224")
+    assert run.code == 2 and "--image-size=224 needs --data synthetic" in run.err

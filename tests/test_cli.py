@@ -1,31 +1,17 @@
-"""The real console scripts, end to end, as a user runs them."""
+"""The real console scripts, end to end, as a user runs them; checks that need no new process
+run the same entry points in this process."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ok, run_script
 
 from reslab.models import cifar_resnet
-
-BIN = Path(sys.executable).parent
-
-
-def run(cmd: list[str], data_dir: Path, log_dir: Path, check: bool = True):
-    env = {**os.environ, "DATA_DIR": str(data_dir), "RESLAB_LOG_DIR": str(log_dir)}
-    proc = subprocess.run(
-        [str(BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True, timeout=600
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
 
 FAST = [
     "data.verify_md5=false",
@@ -40,15 +26,17 @@ FAST = [
 @pytest.fixture(scope="module")
 def trained(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     logs = tmp_path_factory.mktemp("logs")
-    run(["reslab-train", *FAST], cifar10_root, logs)
+    ok(run_script(["reslab-train", *FAST], cifar10_root, logs))
     (run_dir,) = (logs / "train" / "runs").iterdir()
     return run_dir
 
 
+@pytest.mark.slow
 def test_train_writes_config_checkpoints_metrics_and_summary(trained: Path) -> None:
     assert trained.name.endswith("_resnet-8_seed0")
     cfg = (trained / ".hydra" / "config.yaml").read_text()
     assert "depth: 8" in cfg and "max_steps: 25" in cfg
+    assert "max_steps: 25" in (trained / "config_tree.log").read_text()  # resolved, as printed
     assert {p.name for p in (trained / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     rows = list(csv.DictReader((trained / "csv" / "metrics.csv").read_text().splitlines()))
     steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
@@ -56,15 +44,17 @@ def test_train_writes_config_checkpoints_metrics_and_summary(trained: Path) -> N
     assert any(r.get("val/err") for r in rows) and any(r.get("lr-SGD") for r in rows)
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["run_name"] == "resnet-8_seed0" and summary["steps"] == 25
+    assert summary["status"] == "completed" and summary["tags"] == []
     assert summary["params"] == sum(p.numel() for p in cifar_resnet(8).parameters())
     assert 0 <= summary["metrics"]["test/err"] <= 100
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["hyper_parameters"]["model"]["depth"] == 8 and ckpt["global_step"] == 25
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_test_metrics(trained: Path, cifar10_root: Path, tmp_path: Path):
     ckpt = trained / "checkpoints" / "best.ckpt"
-    run(["reslab-eval", f"ckpt_path={ckpt}"], cifar10_root, tmp_path)
+    ok(run_script(["reslab-eval", f"ckpt_path={ckpt}"], cifar10_root, tmp_path))
     (out,) = (tmp_path / "eval" / "runs").iterdir()
     metrics = json.loads((out / "metrics.json").read_text())
     summary = json.loads((trained / "summary.json").read_text())["metrics"]
@@ -72,16 +62,17 @@ def test_eval_reproduces_the_test_metrics(trained: Path, cifar10_root: Path, tmp
         assert metrics[key] == pytest.approx(summary[key], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_eval_rejects_a_checkpoint_of_another_architecture(
-    trained: Path, cifar10_root: Path, tmp_path: Path
+    trained: Path, cifar10_root: Path, tmp_path: Path, eval_in_process
 ) -> None:
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
     ckpt["hyper_parameters"]["model"]["depth"] = 14
     bad = tmp_path / "bad.ckpt"
     torch.save(ckpt, bad)
-    proc = run(["reslab-eval", f"ckpt_path={bad}"], cifar10_root, tmp_path, check=False)
-    assert proc.returncode == 2
-    assert "does not fit the model config" in proc.stderr and "Traceback" not in proc.stderr
+    run = eval_in_process([f"ckpt_path={bad}"], cifar10_root, tmp_path)
+    assert run.code == 2
+    assert "does not fit the model config" in run.err and "Traceback" not in run.err
 
 
 @pytest.mark.parametrize(
@@ -92,21 +83,24 @@ def test_eval_rejects_a_checkpoint_of_another_architecture(
         ("data.download=false", "reslab: error: cifar10 not found in"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(override: str, needle: str, tmp_path: Path) -> None:
-    proc = run(["reslab-train", override], tmp_path / "empty", tmp_path, check=False)
-    assert proc.returncode == 2
-    assert needle in proc.stderr and "Traceback" not in proc.stderr
-    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("reslab: error:"))
+def test_bad_input_is_one_line_and_exit_2(
+    override: str, needle: str, tmp_path: Path, train_in_process
+) -> None:
+    run = train_in_process([override], tmp_path / "empty", tmp_path)
+    assert run.code == 2
+    assert needle in run.err and "Traceback" not in run.err
+    line = next(ln for ln in run.err.splitlines() if ln.startswith("reslab: error:"))
     assert needle in line
     assert not list(tmp_path.glob("train/runs/*/checkpoints"))
 
 
-def test_resume_continues_in_the_same_run_dir(trained: Path, cifar10_root: Path) -> None:
-    run(
-        ["reslab-train", *FAST, "trainer.max_steps=30", f"hydra.run.dir={trained}", "resume=true"],
-        cifar10_root,
-        trained.parent.parent.parent,
-    )
+@pytest.mark.slow
+def test_resume_continues_in_the_same_run_dir(
+    trained: Path, cifar10_root: Path, train_in_process
+) -> None:
+    args = [*FAST, "trainer.max_steps=30", f"hydra.run.dir={trained}", "resume=true"]
+    run = train_in_process(args, cifar10_root, trained.parent.parent.parent)
+    assert run.code == 0, run.err[-3000:]
     assert (
         torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 30
     )
@@ -116,3 +110,23 @@ def test_resume_continues_in_the_same_run_dir(trained: Path, cifar10_root: Path)
     rows = list(csv.DictReader((trained / "csv" / "metrics.csv").read_text().splitlines()))
     steps = {int(r["step"]) for r in rows if r.get("train/loss_step")}
     assert min(steps) < 10 and max(steps) >= 25  # the first session's rows are still there
+
+
+@pytest.mark.slow
+def test_a_run_dir_is_never_reused_without_resume(
+    trained: Path, cifar10_root: Path, tmp_path: Path, train_in_process
+) -> None:
+    """A dir that holds a run is refused without `resume=true`, and `resume=true` with no dir
+    to continue, both before anything is written."""
+    before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
+    run = train_in_process([*FAST, f"hydra.run.dir={trained}"], cifar10_root, tmp_path)
+    assert run.code == 2 and "Traceback" not in run.err
+    line = next(ln for ln in run.err.splitlines() if ln.startswith("reslab: error:"))
+    assert f"{trained} already holds a run" in line and "resume=true" in line
+    assert {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()} == before
+    missing = tmp_path / "no_such_run"
+    args = [*FAST, f"hydra.run.dir={missing}", "resume=true"]
+    run = train_in_process(args, cifar10_root, tmp_path)
+    assert run.code == 2
+    assert f"resume=true but there is no run to resume in {missing}" in run.err
+    assert not missing.exists()

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.transforms import v2
 
 from reslab.data import CIFARDataModule
 from reslab.data.cifar import _CIFAR10
 from reslab.errors import ConfigError, DataError
 
-PAPER = {"train": [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()], "eval": []}
+PAPER = {"pad": 4, "flip": 0.5}  # augmentation=cifar
 
 
 def dm(root: Path, **kw) -> CIFARDataModule:

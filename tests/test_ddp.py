@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import ok, run_script
 from fake_cifar import write_cifar10
 
-BIN = Path(sys.executable).parent
 SMALL = ["data.verify_md5=false", "data.num_workers=0", "model.depth=8"]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
+pytestmark = pytest.mark.slow
+
 
 def train(args: list[str], data_dir: Path, log_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATA_DIR": str(data_dir), "RESLAB_LOG_DIR": str(log_dir)}
-    return subprocess.run(
-        [str(BIN / "reslab-train"), *args], env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_script(["reslab-train", *args], data_dir, log_dir, timeout=300)
 
 
 def summary(log_dir: Path) -> dict:

@@ -1,5 +1,6 @@
 """The degradation study end to end: a plain/residual x 2-depth multirun through the local
-parallel launcher on generated CIFAR data, then `reslab-report` on its run dirs."""
+parallel launcher on generated CIFAR data (real processes), then `reslab-report` on its run
+dirs (the console script once, its entry point in this process for the other checks)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from types import SimpleNamespace
 import matplotlib.image
 import pytest
 import torch
+from conftest import ok, run_main, run_script
 
 from reslab.callbacks import ErrorWarmup
 from reslab.flops import count_macs
 from reslab.models import cifar_resnet
-from reslab.report import load_runs, plot_curves, plot_gradients, table_rows
+from reslab.report import load_runs, main, plot_curves, plot_gradients, table_rows
 
 STEPS = 8
 NAMES = ["0_plain-8_seed0", "1_plain-14_seed0", "2_resnet-8_seed0", "3_resnet-14_seed0"]
@@ -60,10 +62,16 @@ def sweep(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sweep_dir
 
 
+def report(args: list[str]):
+    """`reslab-report ARGS` by its entry point in this process."""
+    return run_main(lambda: main(args), ["reslab-report", *args])
+
+
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_named_dir_with_a_summary_per_grid_point(sweep: Path) -> None:
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == NAMES
     for name in NAMES:
@@ -84,6 +92,7 @@ def test_multirun_writes_one_named_dir_with_a_summary_per_grid_point(sweep: Path
         assert s["wall_time_s"] > 0
 
 
+@pytest.mark.slow
 def test_gradient_diagnostics_are_logged_per_stage(sweep: Path) -> None:
     for name in NAMES:
         rows = list(csv.DictReader((sweep / name / "csv" / "metrics.csv").open()))
@@ -95,23 +104,30 @@ def test_gradient_diagnostics_are_logged_per_stage(sweep: Path) -> None:
         assert all(r > 0 for r in ratios)
 
 
+@pytest.mark.slow
 def test_report_table_and_figures_match_the_summaries(sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    proc = python_m("reslab.report", [str(sweep), "--out", str(out)], {})
-    assert proc.returncode == 0, proc.stderr
+    proc = ok(run_script(["reslab-report", str(sweep), "--out", str(out)]))
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [int(r["depth"]) for r in rows] == [8, 14]
     md = (out / "table.md").read_text()
-    assert md.splitlines()[0].startswith("| depth | params | MACs | plain error (%)")
+    # No paper column: the generated data did not pass the official md5 check.
+    assert md.splitlines()[0] == (
+        "| depth | params | MACs | plain final train error (%) | residual final train error (%) "
+        "| plain test error (%) | residual test error (%) |"
+    )
     for row in rows:
         d = row["depth"]
         plain = summary(sweep / NAMES[0 if d == "8" else 1])
         res = summary(sweep / NAMES[2 if d == "8" else 3])
-        assert float(row["plain_err_mean"]) == pytest.approx(plain["test_err"])
-        assert float(row["residual_err_mean"]) == pytest.approx(res["test_err"])
+        assert float(row["plain_test_mean"]) == pytest.approx(plain["test_err"])
+        assert float(row["residual_test_mean"]) == pytest.approx(res["test_err"])
+        assert float(row["plain_train_mean"]) == pytest.approx(plain["train_err"]["final"])
+        assert float(row["residual_train_mean"]) == pytest.approx(res["train_err"]["final"])
         assert int(row["residual_params"]) == res["params"] and row["paper_err"] == ""
         line = next(ln for ln in md.splitlines() if ln.startswith(f"| {d} |"))
         assert f"{plain['test_err']:.2f}" in line and f"{res['test_err']:.2f}" in line
+        assert f"{plain['train_err']['final']:.2f}" in line
         assert f"{res['params'] / 1e6:.2f}M" in line
     for name in ("curves", "gradients"):
         image = matplotlib.image.imread(out / f"{name}.png")
@@ -119,6 +135,7 @@ def test_report_table_and_figures_match_the_summaries(sweep: Path, tmp_path: Pat
     assert "written to" in proc.stdout and "not in the table" in proc.stdout
 
 
+@pytest.mark.slow
 def test_figures_have_the_papers_panels_and_lines(sweep: Path) -> None:
     runs = load_runs(sweep)
     fig = plot_curves(runs)
@@ -143,28 +160,29 @@ def test_figures_have_the_papers_panels_and_lines(sweep: Path) -> None:
     assert {line.get_label() for line in ratios.lines} == {"layer1", "layer2", "layer3"}
 
 
+@pytest.mark.slow
 def test_report_lists_failed_and_missing_runs(sweep: Path, tmp_path: Path) -> None:
     partial = tmp_path / "partial"
     shutil.copytree(sweep, partial, ignore=shutil.ignore_patterns("*.ckpt"))
     (partial / NAMES[1] / "summary.json").unlink()
     failed = {**summary(partial / NAMES[3]), "status": "failed", "error": "CUDA out of memory"}
     (partial / NAMES[3] / "summary.json").write_text(json.dumps(failed))
-    proc = python_m("reslab.report", [str(partial)], {})
-    assert proc.returncode == 0, proc.stderr
+    run = report([str(partial)])
+    assert run.code == 0, run.err
     md = (partial / "report" / "table.md").read_text()
     assert f"- {NAMES[1]}: missing: no summary.json" in md
     assert f"- {NAMES[3]}: failed: CUDA out of memory" in md
     row14 = next(r for r in table_rows(load_runs(partial)) if r["depth"] == 14)
     assert row14["plain_n"] == row14["residual_n"] == 0
-    assert "| 14 | - | - | - | - | - |" in md
+    assert "| 14 | - | - | - | - | - | - |" in md
 
 
 def test_report_of_a_wrong_dir_is_one_line(tmp_path: Path) -> None:
-    proc = python_m("reslab.report", [str(tmp_path / "nope")], {})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"reslab: error: sweep dir {tmp_path / 'nope'} does not exist" in proc.stderr
-    proc = python_m("reslab.report", [str(tmp_path)], {})
-    assert proc.returncode == 2 and "no run dirs" in proc.stderr
+    run = report([str(tmp_path / "nope")])
+    assert run.code == 2 and "Traceback" not in run.err
+    assert f"reslab: error: sweep dir {tmp_path / 'nope'} does not exist" in run.err
+    run = report([str(tmp_path)])
+    assert run.code == 2 and "no run dirs" in run.err
 
 
 def fake_trainer(lr: float) -> SimpleNamespace:

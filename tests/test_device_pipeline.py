@@ -12,13 +12,13 @@ import torch
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
+from reslab.classifier import ImageClassifier
 from reslab.data import CIFARDataModule
 from reslab.data.device import DeviceLoader, crop_flip, normalize
 from reslab.errors import ConfigError
 from reslab.models import cifar_resnet
-from reslab.module import ImageClassifier
 
-PAPER = {"train": [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()], "eval": []}
+PAPER = {"pad": 4, "flip": 0.5}  # augmentation=cifar
 
 
 def candidates(images: torch.Tensor, pad: int = 4) -> torch.Tensor:
@@ -142,12 +142,18 @@ def test_ddp_ranks_get_disjoint_equal_shards() -> None:
 
 
 def test_other_augmentations_are_refused(cifar10_root: Path) -> None:
-    jitter = {"train": [v2.ColorJitter()]}
-    with pytest.raises(ConfigError, match=r"pad-crop and flip only.*data\.pipeline=workers"):
+    """The device path runs `pad` and `flip` only: per-image transforms, photo resizing and
+    batch mixing are refused, naming the workers pipeline."""
+    refused = r"runs the pad-crop-flip augmentations.*data\.pipeline=workers"
+    jitter = {**PAPER, "train": [v2.ColorJitter()]}
+    with pytest.raises(ConfigError, match=refused):
         CIFARDataModule(root=str(cifar10_root), augmentation=jitter)
     reflect = {"train": [v2.RandomCrop(32, padding=4, padding_mode="reflect")]}
-    with pytest.raises(ConfigError, match=r"zero pad.*data\.pipeline=workers"):
+    with pytest.raises(ConfigError, match=refused):
         CIFARDataModule(root=str(cifar10_root), augmentation=reflect)
+    for photo in ({"size": 32, "resize": 36}, {**PAPER, "mixup_alpha": 0.2}):
+        with pytest.raises(ConfigError, match=refused):
+            CIFARDataModule(root=str(cifar10_root), augmentation=photo)
     with pytest.raises(ConfigError, match=r"data\.pipeline='gpu'"):
         CIFARDataModule(root=str(cifar10_root), pipeline="gpu")
     CIFARDataModule(root=str(cifar10_root), augmentation=jitter, pipeline="workers")

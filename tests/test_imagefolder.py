@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from test_cli import run
 from torchvision.transforms import v2
 
 from reslab.data import ImageFolderDataModule
 from reslab.data.transforms import Lighting
 from reslab.errors import ConfigError, DataError
 
+# augmentation=lowres's parameters: eval resizes the shorter side to 36, then the centre 32.
 SMALL = {
+    "size": 32,
+    "resize": 36,
     "train": [v2.RandomResizedCrop(32, antialias=True), v2.RandomHorizontalFlip()],
-    "eval": [v2.Resize(36), v2.CenterCrop(32)],
 }
 
 
@@ -84,14 +85,14 @@ def test_lighting_shifts_colours_along_the_principal_components() -> None:
     assert torch.equal(Lighting(0.0)(img), img)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [18])
 def test_train_and_ten_crop_eval_through_the_cli(
-    imagefolder_root: Path, tmp_path: Path, depth: int
+    imagefolder_root: Path, tmp_path: Path, depth: int, train_in_process, eval_in_process
 ) -> None:
     common = [f"data.root={imagefolder_root}", "data.num_workers=0", "data.batch_size=16"]
-    run(
+    run = train_in_process(
         [
-            "reslab-train",
             "data=imagefolder",
             f"model=resnet{depth}",
             "augmentation=torchvision_v1",
@@ -104,19 +105,26 @@ def test_train_and_ten_crop_eval_through_the_cli(
         imagefolder_root,
         tmp_path,
     )
+    assert run.code == 0, run.err[-3000:]
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["params"] == 11_689_512 - 1000 * 512 - 1000 + 4 * 512 + 4
+    assert summary["input_size"] == [3, 64, 64]
     best = run_dir / "checkpoints" / "best.ckpt"
-    for extra in ([], ["ten_crop=true"]):
-        run(["reslab-eval", f"ckpt_path={best}", *extra], imagefolder_root, tmp_path / "e")
-    one, ten = sorted((tmp_path / "e" / "eval" / "runs").iterdir())
-    one, ten = (json.loads((d / "metrics.json").read_text()) for d in (one, ten))
+    for name, extra in (("one", []), ("ten", ["ten_crop=true"])):
+        args = [f"ckpt_path={best}", *extra, f"hydra.run.dir={tmp_path / 'e' / name}"]
+        run = eval_in_process(args, imagefolder_root, tmp_path / "e")
+        assert run.code == 0, run.err[-3000:]
+    one, ten = (
+        json.loads((tmp_path / "e" / name / "metrics.json").read_text()) for name in ("one", "ten")
+    )
     assert set(one) == set(ten) == {"test/acc", "test/acc5", "test/err", "test/loss"}
     assert one["test/loss"] != ten["test/loss"]  # ten crops really were scored
 
 
-def test_eval_of_torchvision_weights_from_a_local_file(imagefolder_root: Path, tmp_path: Path):
+def test_eval_of_torchvision_weights_from_a_local_file(
+    imagefolder_root: Path, tmp_path: Path, eval_in_process
+) -> None:
     torch.manual_seed(0)
     tv = torchvision.models.resnet18(num_classes=4)
     torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
@@ -130,15 +138,13 @@ def test_eval_of_torchvision_weights_from_a_local_file(imagefolder_root: Path, t
         "augmentation.size=64",
         "augmentation.resize=72",
     ]
-    run(["reslab-eval", *overrides], imagefolder_root, tmp_path)
+    run = eval_in_process(overrides, imagefolder_root, tmp_path)
+    assert run.code == 0, run.err[-3000:]
     (out,) = (tmp_path / "eval" / "runs").iterdir()
     ours = json.loads((out / "metrics.json").read_text())
-    # The same weights in torchvision's own model, on the same images, give the same accuracy.
-    data = dm(imagefolder_root)
-    data.eval_transform = ImageFolderDataModule(
-        root=str(imagefolder_root),
-        augmentation={"eval": [v2.Resize(72), v2.CenterCrop(64)]},
-    ).eval_transform
+    # The same weights in torchvision's own model, on the same images (shorter side resized to
+    # 72, centre 64 crop), give the same accuracy.
+    data = dm(imagefolder_root, augmentation={"size": 64, "resize": 72})
     data.setup("test")
     tv.eval()
     with torch.no_grad():

@@ -7,11 +7,10 @@ import lightning as L
 import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
-from torchvision.transforms import v2
 
+from reslab.classifier import ImageClassifier, Tally, param_groups
 from reslab.data import CIFARDataModule
 from reslab.models import cifar_resnet
-from reslab.module import ImageClassifier, Tally, param_groups
 
 
 def test_tally_scores_as_torchmetrics_does() -> None:
@@ -100,7 +99,7 @@ def test_training_learns_the_generated_classes(tmp_path: Path, cifar10_root: Pat
         verify_md5=False,
         num_workers=0,
         batch_size=50,
-        augmentation={"train": [v2.RandomHorizontalFlip()], "eval": []},
+        augmentation={"flip": 0.5},
     )
     trainer = quiet_trainer(tmp_path, max_epochs=4)
     trainer.fit(module, datamodule=data)
@@ -113,8 +112,9 @@ def test_training_learns_the_generated_classes(tmp_path: Path, cifar10_root: Pat
 def test_scores_are_logged_per_optimizer_step_and_cover_the_whole_epoch(
     tmp_path: Path, cifar10_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With gradient accumulation, a step's values are logged once (on the batch that steps)
-    and the epoch's scores cover every batch, the last epoch cut short by max_steps too."""
+    """With gradient accumulation, a step's values are logged once (on the batch that steps),
+    over every image since the last logging step (both batches of the step), and the epoch's
+    scores cover every batch, the last epoch cut short by max_steps too."""
     logged: list[tuple[str, int]] = []
     log = ImageClassifier._log
 
@@ -133,6 +133,6 @@ def test_scores_are_logged_per_optimizer_step_and_cover_the_whole_epoch(
         limit_val_batches=0,
     )
     trainer.fit(module, datamodule=data)
-    assert [n for name, n in logged if name == "train/_step"] == [50] * 7  # the stepping batch
+    assert [n for name, n in logged if name == "train/_step"] == [100] * 7  # 2 batches a step
     assert [n for name, n in logged if name == "train/_epoch"] == [500, 200]
     assert trainer.callback_metrics["train/err_epoch"] >= 0

@@ -1,25 +1,27 @@
-"""Crash safety, exact resume, preemption, NaN, sweep isolation and bad input, through the real
-console script in real subprocesses (real kill -9 and real signals)."""
+"""Crash safety, exact resume, preemption, NaN, sweep isolation and bad input. Crashes and
+signals hit the real console script in real subprocesses (real kill -9 and real signals); the
+rest runs `reslab-train`'s entry point in this process."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
+from conftest import BIN, dirs_env, run_script
 
 from reslab.callbacks import FiniteLoss, NonFiniteLoss
-from reslab.train import main
+from reslab.models import cifar_resnet
 
-BIN = Path(sys.executable).parent
 FAST = [
     "data.verify_md5=false",
     "data.batch_size=50",  # 10 batches per epoch on the 500 generated images
@@ -33,24 +35,14 @@ FAST = [
 ]
 
 
-def env(data: Path, logs: Path) -> dict[str, str]:
-    return {**os.environ, "DATA_DIR": str(data), "RESLAB_LOG_DIR": str(logs)}
-
-
 def train(args: list[str], data: Path, logs: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "reslab-train"), *args],
-        env=env(data, logs),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_script(["reslab-train", *args], data, logs)
 
 
 def start(args: list[str], data: Path, logs: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "reslab-train"), *args],
-        env=env(data, logs),
+        env={**os.environ, **dirs_env(data, logs)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -73,6 +65,7 @@ def step(ckpt: Path) -> int:
     return torch.load(ckpt, weights_only=False)["global_step"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["device", "workers"])
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
     cifar10_root: Path, tmp_path: Path, pipeline: str
@@ -113,6 +106,7 @@ def epoch_scores(run_dir: Path) -> list[tuple[str, str]]:
     return sorted({s for s in scores if s[1]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_preemption_signal_saves_a_checkpoint_before_exit(
     sig: signal.Signals, cifar10_root: Path, tmp_path: Path
@@ -128,7 +122,7 @@ def test_preemption_signal_saves_a_checkpoint_before_exit(
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    cifar10_root: Path, tmp_path: Path
+    cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:
     run_dir = tmp_path / "run"
     args = [
@@ -138,9 +132,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         "callbacks.last_checkpoint.every_n_train_steps=1",
         f"hydra.run.dir={run_dir}",
     ]
-    proc = train(args, cifar10_root, tmp_path)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("reslab: error:")]
+    run = train_in_process(args, cifar10_root, tmp_path)
+    assert run.code == 2, run.err[-3000:]
+    (line,) = [ln for ln in run.err.splitlines() if ln.startswith("reslab: error:")]
     assert any(f"{what} at step" in line for what in ("is nan", "is inf", "not finite"))
     bad_step = int(line.split(" at step ")[1].split()[0])
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -150,65 +144,57 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
 
 
 def test_a_failed_sweep_job_does_not_stop_the_others_and_a_relaunch_skips_finished(
-    cifar10_root: Path, tmp_path: Path
+    cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:
+    """The sweep runs every job, then names the failed ones and exits 1; relaunched with
+    `resume=true` it skips the finished job and fails the bad one again."""
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "trainer.max_steps=3", f"hydra.sweep.dir={sweep}"]
-    proc = train([*args, "optimizer.lr=-1,0.05"], cifar10_root, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = train_in_process([*args, "optimizer.lr=-1,0.05"], cifar10_root, tmp_path)
+    assert run.code == 1, run.err[-3000:]
     failed, done = sorted(sweep.glob("[0-9]_*"))
     bad = json.loads((failed / "summary.json").read_text())
     assert bad["status"] == "failed" and "optimizer.lr=-1" in bad["error"]
     good = json.loads((done / "summary.json").read_text())
     assert good["status"] == "completed" and good["steps"] == 3
+    assert "reslab: 1 job(s) of the sweep did not complete:" in run.err
+    (listed,) = [ln for ln in run.err.splitlines() if ln.startswith("  resnet-8_seed0: ")]
+    assert "ConfigError: optimizer.lr=-1 is not valid" in listed and listed.endswith(f"({failed})")
 
-    again = train([*args, "optimizer.lr=-1,0.05", "resume=true"], cifar10_root, tmp_path)
-    assert again.returncode == 0
+    again = train_in_process([*args, "optimizer.lr=-1,0.05", "resume=true"], cifar10_root, tmp_path)
+    assert again.code == 1 and "1 job(s) of the sweep did not complete" in again.err
     assert json.loads((done / "summary.json").read_text()) == good  # skipped, not re-run
     assert "already finished; skipping" in (done / "train.log").read_text()
 
 
-def _other_arch_ckpt(path: Path) -> Path:
-    from reslab.models import cifar_resnet
-
+def _other_arch_ckpt(path: Path, lightning: bool = True) -> Path:
+    """A Lightning checkpoint of a ResNet-14 (a plain state_dict file with `lightning=False`)."""
     net = cifar_resnet(14)
+    if not lightning:
+        torch.save(net.state_dict(), path)
+        return path
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": {"model": {"depth": 14}}}, path)
+    ckpt = {"state_dict": state, "hyper_parameters": {"model": {"depth": 14}}}
+    torch.save({**ckpt, "pytorch-lightning_version": L.__version__}, path)
     return path
 
 
 BAD = [
-    ("optimizer.lr=-0.1", "optimizer.lr=-0.1 must be positive"),
-    ("optimizer.lr=0", "optimizer.lr=0 must be positive"),
-    ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not valid; use a positive finite number"),
+    ("optimizer.lr=0", "optimizer.lr=0 is not valid; use a positive finite number"),
+    ("data.batch_size=0", "data.batch_size=0 is not valid; use a positive integer"),
     ("model=resnet999", "Could not find 'model/resnet999'"),
     ("optimizer=sgdd", "Could not find 'optimizer/sgdd'"),
     ("data=imagenet1", "Could not find 'data/imagenet1'"),
     ("model.depth=21", "model.depth=21 is not a CIFAR ResNet depth"),
     ("model.shortcut=E", "model.shortcut='E' is not valid"),
     ("trainer.devices=999", "trainer.devices=999 but this machine has"),
-    ("model.num_classes=100", "model.num_classes=100 but the data has 10 classes"),
+    ("+model.num_classes=100", "model.num_classes is set by the data"),
     ("CORRUPT", "data_batch_1 is corrupt (md5 differs"),
     ("OTHER_ARCH", "holds another architecture"),
-    ("TRUNCATED", "is not a readable Lightning checkpoint"),
+    ("TRUNCATED", "is not a readable torch file"),
+    ("STATE_DICT", "is not a Lightning checkpoint"),
 ]
-
-
-@pytest.fixture
-def train_in_process(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture):
-    """`reslab-train ARGS` run by its own entry point in this process (a second per case
-    instead of a new interpreter); returns its exit code and stderr."""
-
-    def run(args: list[str], data: Path, logs: Path) -> tuple[int, str]:
-        monkeypatch.setenv("DATA_DIR", str(data))
-        monkeypatch.setenv("RESLAB_LOG_DIR", str(logs))
-        monkeypatch.setattr(sys, "argv", ["reslab-train", *args])
-        capfd.readouterr()
-        with pytest.raises(SystemExit) as exit:
-            main()
-        return exit.value.code, capfd.readouterr().err
-
-    return run
 
 
 @pytest.mark.parametrize(("override", "needle"), BAD, ids=[b[0] for b in BAD])
@@ -218,7 +204,7 @@ def test_bad_input_fails_before_compute_in_one_line(
     data, args = cifar10_root, [*FAST]
     if override == "CORRUPT":
         data = tmp_path / "data"
-        subprocess.run(["cp", "-r", str(cifar10_root), str(data)], check=True)
+        shutil.copytree(cifar10_root, data)
         (data / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not cifar")
         args = [a for a in args if a != "data.verify_md5=false"]
     elif override == "OTHER_ARCH":
@@ -227,17 +213,21 @@ def test_bad_input_fails_before_compute_in_one_line(
         full = _other_arch_ckpt(tmp_path / "full.ckpt").read_bytes()
         (tmp_path / "cut.ckpt").write_bytes(full[: len(full) // 2])
         args.append(f"ckpt_path={tmp_path / 'cut.ckpt'}")
+    elif override == "STATE_DICT":
+        args.append(f"ckpt_path={_other_arch_ckpt(tmp_path / 'weights.pth', lightning=False)}")
     else:
         args.append(override)
     run_dir = tmp_path / "run"
-    code, stderr = train_in_process([*args, f"hydra.run.dir={run_dir}"], data, tmp_path)
-    assert code != 0
+    run = train_in_process([*args, f"hydra.run.dir={run_dir}"], data, tmp_path)
+    stderr = run.err
+    assert run.code != 0
     assert "Traceback" not in stderr
     lines = [ln for ln in stderr.splitlines() if needle in ln]
     assert len(lines) == 1, stderr[-2000:]  # the error is one line, Hydra's or ours
     assert lines[0].startswith(("reslab: error:", "In 'train': Could not find"))
-    if run_dir.exists():  # Hydra made it: only its config and the error log
-        assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}
+    # Hydra made the run dir: no file in it but Hydra's config, the printed config and the log.
+    written = {p.relative_to(run_dir).parts[0] for p in run_dir.rglob("*") if p.is_file()}
+    assert written <= {".hydra", "config_tree.log", "train.log"}
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

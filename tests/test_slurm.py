@@ -37,6 +37,7 @@ def cluster_up() -> bool:
 
 pytestmark = [
     pytest.mark.slurm,
+    pytest.mark.slow,
     pytest.mark.skipif(not cluster_up(), reason="no SLURM cluster: bash scripts/slurm_local.sh"),
 ]
 
@@ -78,7 +79,7 @@ def test_ddp_sweep_through_slurm_returns_each_jobs_metric(
     for name, value in returned.items():
         summary = json.loads((sweep_dir / name / "summary.json").read_text())
         assert summary["steps"] == 3 and summary["world_size"] == 2 and value is not None
-        assert value == summary["metrics"]["val/err"]
+        assert value == summary["val_err"]["best"]  # optimized_metric: val_err.best
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, log_dir: Path) -> Path:

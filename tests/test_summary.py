@@ -1,52 +1,44 @@
-"""`reslab-summary` through the real CLI, as a user runs it (`python -m`, the console script is
-the same `main`)."""
+"""`reslab-summary`: through the real console script as a user runs it, and by its entry point
+in this process for the other checks."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+import pytest
+from conftest import ok, run_main, run_script
+
+from reslab.model_summary import main
 
 
-def summary(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, "-m", "reslab.summary", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
+@pytest.mark.slow
 def test_resnet50_per_stage_total_and_table1(tmp_path: Path) -> None:
-    proc = summary("model=resnet50", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    out = ok(run_script(["reslab-summary", "model=resnet50"], cwd=tmp_path)).stdout
     assert "resnet50 at 224x224, 1000 classes" in out
     for part in ("conv1", "layer1", "layer2", "layer3", "layer4", "fc"):
         assert f"│ {part} " in out
-    assert "2048x7x7" in out and "25,557,032" in out and "4.09 G" in out
+    # MACs in Lightning's human-readable counts: 4.09e9 -> "4.1 B".
+    assert "2048x7x7" in out and "25,557,032" in out and "│ 4.1 B │" in out
     assert "He et al. 2015, Table 1" in out and "3.8 G" in out and "v1.5" in out
     assert list(tmp_path.iterdir()) == []  # writes nothing
 
 
-def test_cifar_variant_at_32x32_without_a_dataset(tmp_path: Path) -> None:
-    proc = summary("model=preact_resnet164", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
-    assert "preact_resnet164 at 32x32, 10 classes" in out
-    assert "final_bn" in out and "256x8x8" in out and "1,703,258" in out
-    assert "Table 1" not in out  # no paper figure for a net that is not in it
+def test_cifar_variant_at_32x32_without_a_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = run_main(main, ["reslab-summary", "model=preact_resnet164"])
+    assert run.code == 0, run.err[-3000:]
+    assert "preact_resnet164 at 32x32, 10 classes" in run.out
+    assert "final_bn" in run.out and "256x8x8" in run.out and "1,703,258" in run.out
+    assert "Table 1" not in run.out  # no paper figure for a net that is not in it
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_input_size_is_one_line(tmp_path: Path) -> None:
-    proc = summary("model=resnet20", "input_size=0", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
+def test_bad_input_size_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = run_main(main, ["reslab-summary", "model=resnet20", "input_size=0"])
+    assert run.code == 2
+    assert run.err.strip().splitlines()[-1] == (
         "reslab: error: input_size=0 is not valid; use a positive integer (32, 224)"
     )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+from conftest import ok, run_script
 from wandb_records import records
 
-BIN = Path(sys.executable).parent
 TINY = [
     "model.depth=8",
     "data.verify_md5=false",
@@ -20,17 +19,11 @@ TINY = [
     "+trainer.limit_test_batches=1",
 ]
 
+pytestmark = pytest.mark.slow
+
 
 def train(args: list[str], data_dir: Path, log_dir: Path, env: dict | None = None) -> str:
-    full_env = {**(env or os.environ), "DATA_DIR": str(data_dir), "RESLAB_LOG_DIR": str(log_dir)}
-    proc = subprocess.run(
-        [str(BIN / "reslab-train"), *args],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = ok(run_script(["reslab-train", *args], data_dir, log_dir, env=env, timeout=300))
     return proc.stdout + proc.stderr
 
 
@@ -57,6 +50,7 @@ def test_sweep_jobs_are_separate_runs_in_one_group_and_resume_continues_the_run(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
     args = ["-m", "logger=[csv,tensorboard,wandb]", "model.residual=true,false", *TINY]
+    args.append("tags=[degradation,tiny]")
     train([*args, "trainer.max_steps=3"], cifar10_root, tmp_path)
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     ids = set()
@@ -68,11 +62,14 @@ def test_sweep_jobs_are_separate_runs_in_one_group_and_resume_continues_the_run(
         assert run["run"].run_id == run_id and run_file.name == f"run-{run_id}.wandb"
         assert run["run"].run_group == f"train/{sweep.name}"
         assert run["run"].display_name == job.split("_", 1)[1]
-        assert run["run"].job_type == "train" and "cifar10" in run["run"].tags
+        # The run's own `tags`, as in its summary.json.
+        assert run["run"].job_type == "train" and list(run["run"].tags) == ["degradation", "tiny"]
         assert run["config"]["model"]["residual"] is residual
         assert run["config"]["model"]["depth"] == 8 and run["config"]["trainer"]["max_steps"] == 3
         logged = {k: v for row in run["history"] for k, v in row.items()}
-        summary = json.loads((run_dir / "summary.json").read_text())["metrics"]
+        record = json.loads((run_dir / "summary.json").read_text())
+        assert record["tags"] == ["degradation", "tiny"]
+        summary = record["metrics"]
         assert logged["test/err"] == summary["test/err"]
         assert logged["train/loss_epoch"] == summary["train/loss_epoch"]
         assert list(run_dir.glob("tensorboard/events.out.tfevents.*"))

@@ -63,6 +63,18 @@ def load(path: str | Path, key: str, weights_only: bool = False) -> Any:
         ) from None
 
 
+def check_lightning(path: str | Path, key: str) -> Path:
+    """`path` is a Lightning checkpoint: a plain state_dict (torchvision's weights) has no
+    training state to resume, and Lightning would fail on it with a bare KeyError."""
+    stored = load(path, key, weights_only=True)
+    if not isinstance(stored, dict) or "pytorch-lightning_version" not in stored:
+        raise ConfigError(
+            f"{key}={path} is not a Lightning checkpoint (no training state to resume); pass a "
+            "checkpoint of reslab-train, e.g. <run dir>/checkpoints/last.ckpt"
+        )
+    return Path(path)
+
+
 def net_weights(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """The network weights in a loaded reslab checkpoint (`net.*` of its state_dict) or plain
     state_dict (torchvision's `resnet50-0676ba61.pth`); `source` names the file in errors."""

@@ -23,12 +23,13 @@ log = logging.getLogger("reslab")
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """`ckpt_path` if given; with `resume=true`, this run dir's last checkpoint if any. Checked
-    to be a complete file here; its architecture is checked as Lightning loads it."""
+    to be a complete Lightning checkpoint here; its architecture is checked as Lightning loads
+    it."""
     if cfg.get("ckpt_path"):
-        return str(checkpoints.check_file(cfg.ckpt_path, "ckpt_path"))
+        return str(checkpoints.check_lightning(cfg.ckpt_path, "ckpt_path"))
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     if cfg.get("resume") and last.is_file():
-        return str(checkpoints.check_file(last, "resume=true: checkpoints/last.ckpt"))
+        return str(checkpoints.check_lightning(last, "resume=true: checkpoints/last.ckpt"))
     return None
 
 
