@@ -16,11 +16,13 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reslab import eval as reslab_eval
 from reslab.builders import build_datamodule, build_module, build_trainer
 from reslab.cli import register_resolvers
+from reslab.errors import ConfigError, one_line
 from reslab.model_summary import main as summary_main
 from reslab.preflight import check_values
 
@@ -31,20 +33,23 @@ COMMAND = re.compile(r"^(?:\$ )?(reslab-(?:train|eval|summary|report))(?:\s|$)")
 
 def documented_commands() -> list[tuple[str, str, list[str], str | None]]:
     """(where, program, arguments, the error line shown after it) of each command in a fenced
-    code block of the docs."""
+    code block of the docs; `BLOCKS[where]` is the whole block around it."""
     found: list[tuple[str, str, list[str], str | None]] = []
     for doc in DOCS:
-        in_block, pending = False, ""
+        in_block, pending, block, here = False, "", "", []
         for number, line in enumerate(doc.read_text().splitlines(), start=1):
             if line.startswith("```"):
-                in_block, pending = not in_block, ""
+                for where in here:
+                    BLOCKS[where] = block
+                in_block, pending, block, here = not in_block, "", "", []
                 continue
             if not in_block:
                 continue
+            block += line + "\n"
             if (
                 line.startswith("reslab: error:")
-                and found
-                and found[-1][0] == f"{doc.name}:{number - 1}"
+                and here
+                and here[-1] == f"{doc.name}:{number - 1}"
             ):
                 found[-1] = (*found[-1][:3], line)
                 continue
@@ -57,9 +62,12 @@ def documented_commands() -> list[tuple[str, str, list[str], str | None]]:
             if match:
                 words = shlex.split(line.strip().removeprefix("$ "))
                 found.append((f"{doc.name}:{number}", match.group(1), words[1:], None))
+                here.append(f"{doc.name}:{number}")
     return found
 
 
+# The text of the code block around each command: what the docs show with it.
+BLOCKS: dict[str, str] = {}
 COMMANDS = documented_commands()
 
 
@@ -84,15 +92,21 @@ def placeholders(args: list[str], values: dict[str, str]) -> list[str]:
     return out
 
 
+def values(override: Override) -> list[str]:
+    """The overrides a sweep axis stands for: each choice, or an interval's two ends (a
+    search samples between them)."""
+    key = override.get_key_element()
+    if override.value_type == ValueType.INTERVAL_SWEEP:
+        interval = override.value()
+        return [f"{key}={interval.start}", f"{key}={interval.end}"]
+    if override.is_sweep_override():
+        return [f"{key}={v}" for v in override.sweep_string_iterator()]
+    return [override.input_line]
+
+
 def grid(overrides: list[str]) -> list[list[str]]:
     """Every point of a sweep's grid (`model.depth=20,56`), as plain overrides."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    axes = [
-        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-        if o.is_sweep_override()
-        else [o.input_line]
-        for o in parsed
-    ]
+    axes = [values(o) for o in OverridesParser.create().parse_overrides(overrides)]
     return [list(point) for point in itertools.product(*axes)]
 
 
@@ -131,9 +145,13 @@ def test_documented_train_command_composes_and_passes_the_checks(
     args = placeholders(args, {"logs/train/runs/<run>": str(tmp_path / "run")})
     args = placeholders(args, {"logs/train/multiruns/<sweep>": str(tmp_path / "sweep")})
     args = placeholders(args, {"<name>": "resnet20"})
+    shown = BLOCKS[where]
     for cfg in compose_train(args, tmp_path):
         OmegaConf.resolve(cfg)
-        check_values(cfg)
+        try:
+            check_values(cfg)
+        except ConfigError as e:  # a sweep point the docs show failing, with this error
+            assert one_line(e) in shown, e
 
 
 def save_checkpoint(overrides: list[str], out: Path) -> Path:

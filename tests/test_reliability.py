@@ -194,7 +194,36 @@ BAD = [
     ("OTHER_ARCH", "holds another architecture"),
     ("TRUNCATED", "is not a readable torch file"),
     ("STATE_DICT", "is not a Lightning checkpoint"),
+    ("EMPTY_CKPT", "is not a readable torch file (0 bytes"),
+    ("TEXT_CKPT", "is not a readable torch file"),
+    # Values checked against the signature of what they build, and the ranges table.
+    ("data.batch_size=abc", "data.batch_size='abc' is not valid; use a positive integer"),
+    ("trainer.max_steps=abc", "trainer.max_steps='abc' is not valid"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 is not valid; use a positive number"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is not valid"),
+    ("trainer.precision=bf17", "trainer.precision='bf17' is not valid for lightning.Trainer"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 is not valid"),
+    ("optimizer.lr=inf", "optimizer.lr=inf is not valid; use a positive finite number"),
+    ("optimizer.lr=nan", "optimizer.lr=nan is not valid; use a positive finite number"),
+    ("optimizer.momentum=1.5", "optimizer.momentum=1.5 is not valid; use in [0, 1)"),
+    ("optimizer.weight_decay=abc", "optimizer.weight_decay='abc' is not valid"),
+    ("module.label_smoothing=1", "module.label_smoothing=1 is not valid; use in [0, 1)"),
+    ("scheduler.warmup_steps=-5", "scheduler.warmup_steps=-5 is not valid"),
+    ("seed=-1", "seed=-1 is not valid; use a non-negative integer"),
+    ("data.pipeline=gpu", "data.pipeline='gpu' is not valid; choose one of"),
+    # Unknown keys: top level (a misspelled group added with +), inside a node, the scheduler.
+    (
+        "+optimiser.lr=0.5",
+        "unknown config key 'optimiser' (added with +?); did you mean optimizer?",
+    ),
+    ("+trainer.max_stepz=5", "unknown option trainer.max_stepz for lightning.Trainer; did you"),
+    ("+scheduler.warmup=5", "unknown key scheduler.warmup; valid:"),
+    ("+data.colour=red", "unknown option data.colour for reslab.data.CIFARDataModule"),
+    # Resume with nothing to resume.
+    ("resume=true", "resume=true but there is no run to resume in"),
 ]
+if not torch.cuda.is_available():
+    BAD.append(("trainer.accelerator=gpu", "this machine has no CUDA GPU; use trainer=cpu"))
 
 
 @pytest.mark.parametrize(("override", "needle"), BAD, ids=[b[0] for b in BAD])
@@ -213,12 +242,16 @@ def test_bad_input_fails_before_compute_in_one_line(
         full = _other_arch_ckpt(tmp_path / "full.ckpt").read_bytes()
         (tmp_path / "cut.ckpt").write_bytes(full[: len(full) // 2])
         args.append(f"ckpt_path={tmp_path / 'cut.ckpt'}")
+    elif override in ("EMPTY_CKPT", "TEXT_CKPT"):
+        (tmp_path / "bad.ckpt").write_bytes(b"" if override == "EMPTY_CKPT" else b"text\n")
+        args.append(f"ckpt_path={tmp_path / 'bad.ckpt'}")
     elif override == "STATE_DICT":
         args.append(f"ckpt_path={_other_arch_ckpt(tmp_path / 'weights.pth', lightning=False)}")
     else:
         args.append(override)
     run_dir = tmp_path / "run"
-    run = train_in_process([*args, f"hydra.run.dir={run_dir}"], data, tmp_path)
+    where = [] if override == "resume=true" else [f"hydra.run.dir={run_dir}"]
+    run = train_in_process([*args, *where], data, tmp_path)
     stderr = run.err
     assert run.code != 0
     assert "Traceback" not in stderr
