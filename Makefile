@@ -1,5 +1,6 @@
 # make train: set up .venv (once) and train the default ResNet-20 on CIFAR-10.
-# make test:  set up .venv with the dev tools and the search extra (once) and run the tests.
+# make test:  set up .venv with the dev tools and the search extra (once) and run the fast tests
+#   (in process, not marked slow); make test-full: every test, what CI (.ci/run) runs.
 # make bench: the speed harness, scripts/benchmark.py (README, Performance).
 # make gpu-check: speed harness + Table-6 grid + report on one GPU in 9 minutes
 #   (docs/gpu_check.md): DATA_DIR=/data/cifar make gpu-check; ARGS=--dry-run on the CPU.
@@ -8,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test bench gpu-check lint format clean
+.PHONY: train test test-full bench gpu-check lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ train: $(VENV)/.installed
 	$(BIN)/reslab-train $(ARGS)
 
 test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-full: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(VENV)/.installed
