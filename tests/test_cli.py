@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import ok, run_script
 
+from reslab import devices
 from reslab.models import cifar_resnet
 
 FAST = [
@@ -45,6 +46,7 @@ def test_train_writes_config_checkpoints_metrics_and_summary(trained: Path) -> N
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["run_name"] == "resnet-8_seed0" and summary["steps"] == 25
     assert summary["status"] == "completed" and summary["tags"] == []
+    assert summary["precision"] == devices.default_precision("cpu")
     assert summary["params"] == sum(p.numel() for p in cifar_resnet(8).parameters())
     assert 0 <= summary["metrics"]["test/err"] <= 100
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)

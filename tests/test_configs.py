@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from reslab import devices
 from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
 from reslab.classifier import ImageClassifier
 from reslab.cli import register_resolvers
@@ -47,6 +48,17 @@ def test_default_is_the_paper_recipe(tmp_path: Path) -> None:
     assert list(cfg.scheduler.scheduler.milestones) == [32000, 48000]
     assert cfg.scheduler.interval == "step" and cfg.trainer.max_steps == 64000
     assert cfg.run_name == "resnet-20_seed0"
+
+
+def test_default_precision_follows_the_device(tmp_path: Path, monkeypatch) -> None:
+    """bf16 autocast on a CPU with bf16 units only: fp32 on other CPUs and on GPUs."""
+    for has_bf16, on_cpu in [(True, "bf16-mixed"), (False, "32-true")]:
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert compose_train(tmp_path, ["trainer=cpu"]).trainer.precision == on_cpu
+        assert compose_train(tmp_path, ["trainer=gpu"]).trainer.precision == "32-true"
+        assert devices.default_precision("cuda") == "32-true"
+    chosen = compose_train(tmp_path, ["trainer=cpu", "trainer.precision=16-mixed"])
+    assert chosen.trainer.precision == "16-mixed"
 
 
 @pytest.mark.parametrize("name", options("model"))

@@ -25,7 +25,10 @@ def val_loss(cfg, state: dict[str, torch.Tensor]) -> float:
     """The validation loss of the network weights `state` (`net.*` keys) on the run's data."""
     net = build_net(cfg, 10)
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False,
+        precision=cfg.trainer.precision,  # as the run validated
+    )  # fmt: skip
     data = build_datamodule(cfg)
     return trainer.validate(ImageClassifier(net), datamodule=data, verbose=False)[0]["val/loss"]
 

@@ -16,7 +16,7 @@ import hydra
 from dotenv import find_dotenv, load_dotenv
 from omegaconf import DictConfig, OmegaConf
 
-from reslab.devices import fast_precision
+from reslab.devices import default_precision
 from reslab.errors import ReslabError, one_line
 from reslab.models.names import arch_name
 
@@ -37,8 +37,8 @@ def register_resolvers() -> None:
         # `${ge:${model.depth},110}`: a switch that follows a swept value.
         "ge": lambda a, b: a >= b,
         "not": lambda a: not a,
-        # `${fast_precision:${trainer.accelerator}}`: bf16-mixed where the device has bf16 units.
-        "fast_precision": fast_precision,
+        # `${default_precision:${trainer.accelerator}}`: bf16-mixed on a CPU with bf16 units.
+        "default_precision": default_precision,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
@@ -48,8 +48,9 @@ def register_resolvers() -> None:
 def quiet_lightning() -> None:
     """Drop messages Lightning 2.6 prints on every run that no user can act on: an advert for its
     cloud logger, a deprecation inside its own pytree helper, its note that our model-summary
-    callback replaces its default one, and its note that the summary's size estimate assumes
-    fp32 under mixed precision."""
+    callback replaces its default one, its note that the summary's size estimate assumes fp32
+    under mixed precision, and, where `srun` is installed, advice to run under `srun` (reslab
+    reaches SLURM through `hydra/launcher=slurm`, docs/scale_out.md)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: (
             not str(record.msg).startswith("💡 Tip:")
@@ -58,6 +59,7 @@ def quiet_lightning() -> None:
     )
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
 def start() -> None:

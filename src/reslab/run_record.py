@@ -83,7 +83,7 @@ def write_completed(
     metrics: dict[str, float],
 ) -> dict[str, Any]:
     """Depth, residual, params, MACs, best/final train and val error, test error (of the
-    checkpoint with the best val error), iterations, wall time; written by rank 0."""
+    checkpoint with the best val error), iterations, precision, wall time; written by rank 0."""
     net = module.net
     size = input_size(datamodule)
     tracker = next((c for c in trainer.callbacks if isinstance(c, ErrorTracker)), None)
@@ -102,6 +102,7 @@ def write_completed(
         "macs": count_macs(net, size)["total"] if size else None,
         "steps": trainer.global_step,
         "world_size": trainer.world_size,
+        "precision": str(trainer.precision),
         "wall_time_s": round(wall_time_s, 2),
         "train_err": errors.get("train/err", {"best": None, "final": None}),
         "val_err": errors.get("val/err", {"best": None, "final": None}),
