@@ -1,0 +1,132 @@
+"""Runs side by side: a table and training curves of any `reslab-train` run dirs, each labelled
+by the config values in which it differs from the others (e.g. `data.pipeline=workers seed=1`).
+
+    python scripts/compare_runs.py logs/train/runs/<run a> logs/train/runs/<run b> ... \
+        --out compare.png
+
+`reslab-report` reads a degradation sweep (plain vs residual by depth); this reads any runs.
+Prints a markdown table (train error at the end, final and best validation error, test error,
+steps, precision, wall time) and draws the training error (every logging step, smoothed; dashed) and
+the validation error (each validation; solid) against iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from reslab import run_record
+from reslab.cli import register_resolvers
+from reslab.report import read_curves, smooth
+
+# Keys that differ between any two runs and say nothing about the training.
+IGNORED = ("paths.", "hydra", "run_name", "trainer.default_root_dir", "logger.", "callbacks.")
+
+
+def flat_config(run_dir: Path) -> dict[str, Any]:
+    """The run's stored config as `a.b.c: value` pairs, resolved where it resolves outside the
+    run (`${default_precision:...}` does; `${hydra:...}` does not and stays as written)."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+            return
+        key = prefix.rstrip(".")
+        try:
+            out[key] = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+        except Exception:  # an interpolation that needs the live run: compare it as written
+            out[key] = node
+
+    walk(OmegaConf.to_container(cfg), "")
+    return out
+
+
+def labels(run_dirs: Sequence[Path]) -> list[str]:
+    """`key=value` of every config key whose value is not the same in all runs."""
+    configs = [flat_config(d) for d in run_dirs]
+    keys = sorted(set().union(*configs))
+    differ = [
+        k for k in keys
+        if not k.startswith(IGNORED) and len({repr(c.get(k)) for c in configs}) > 1
+    ]  # fmt: skip
+    return [
+        " ".join(f"{k}={c.get(k)}" for k in differ) or d.name
+        for c, d in zip(configs, run_dirs, strict=True)
+    ]
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def table(run_dirs: Sequence[Path], names: Sequence[str]) -> str:
+    lines = [
+        "| run | train error (%) | val error (%): final | best | test error (%) | steps "
+        "| precision | wall time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for run_dir, name in zip(run_dirs, names, strict=True):
+        record = run_record.read(run_dir) or {}
+        wall, val = record.get("wall_time_s"), record.get("val_err") or {}
+        lines.append(
+            f"| {name} | {_pct((record.get('train_err') or {}).get('final'))} "
+            f"| {_pct(val.get('final'))} | {_pct(val.get('best'))} "
+            f"| {_pct(record.get('test_err'))} "
+            f"| {record.get('steps', '')} | {record.get('precision', '')} "
+            f"| {'' if wall is None else f'{wall / 60:.0f} min'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(run_dirs: Sequence[Path], names: Sequence[str]) -> Figure:
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for i, (run_dir, name) in enumerate(zip(run_dirs, names, strict=True)):
+        curves = read_curves(run_dir / "csv" / "metrics.csv")
+        colour = colormaps["tab10"](i % 10)
+        for key, style, width, what in (
+            ("train/err_step", "--", 1.0, "train"),
+            ("val/err", "-", 2.0, "val"),
+        ):
+            points = curves.get(key, [])
+            if key == "train/err_step":
+                points = smooth(points)
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, linewidth=width, color=colour, label=f"{name} ({what})")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("error (%)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="reslab-train run dirs")
+    parser.add_argument("--out", type=Path, help="write the curves here (.png, .pdf, .svg)")
+    args = parser.parse_args(argv)
+    register_resolvers()
+    missing = [str(d) for d in args.run_dirs if not (d / ".hydra" / "config.yaml").is_file()]
+    if missing:
+        parser.error(f"not a reslab-train run dir (no .hydra/config.yaml): {', '.join(missing)}")
+    names = labels(args.run_dirs)
+    print(table(args.run_dirs, names))
+    if args.out:
+        plot(args.run_dirs, names).savefig(args.out, dpi=120)
+        print(f"curves: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
