@@ -29,37 +29,42 @@ from reslab.report import read_curves, smooth
 IGNORED = ("paths.", "hydra", "run_name", "trainer.default_root_dir", "logger.", "callbacks.")
 
 
-def flat_config(run_dir: Path) -> dict[str, Any]:
-    """The run's stored config as `a.b.c: value` pairs, resolved where it resolves outside the
-    run (`${default_precision:...}` does; `${hydra:...}` does not and stays as written)."""
+def flat_config(run_dir: Path) -> dict[str, tuple[Any, bool]]:
+    """The run's stored config as `a.b.c: (value, derived)`: the value resolved where it
+    resolves outside the run (`${default_precision:...}` does; `${hydra:...}` does not and
+    stays as written), and whether it is an interpolation of other values."""
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[Any, bool]] = {}
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
             return
-        key = prefix.rstrip(".")
+        key, derived = prefix.rstrip("."), isinstance(node, str) and "${" in node
         try:
-            out[key] = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+            out[key] = (OmegaConf.select(cfg, key, throw_on_resolution_failure=True), derived)
         except Exception:  # an interpolation that needs the live run: compare it as written
-            out[key] = node
+            out[key] = (node, derived)
 
     walk(OmegaConf.to_container(cfg), "")
     return out
 
 
 def labels(run_dirs: Sequence[Path]) -> list[str]:
-    """`key=value` of every config key whose value is not the same in all runs."""
+    """`key=value` of every config key whose value is not the same in all runs, leaving out
+    keys that every run derives from others (`data.seed: ${seed}` follows `seed`)."""
     configs = [flat_config(d) for d in run_dirs]
     keys = sorted(set().union(*configs))
+    missing = (None, False)
     differ = [
         k for k in keys
-        if not k.startswith(IGNORED) and len({repr(c.get(k)) for c in configs}) > 1
+        if not k.startswith(IGNORED)
+        and len({repr(c.get(k, missing)[0]) for c in configs}) > 1
+        and not all(c.get(k, missing)[1] for c in configs)
     ]  # fmt: skip
     return [
-        " ".join(f"{k}={c.get(k)}" for k in differ) or d.name
+        " ".join(f"{k}={c.get(k, missing)[0]}" for k in differ) or d.name
         for c, d in zip(configs, run_dirs, strict=True)
     ]
 
