@@ -26,7 +26,7 @@ def test_labels_table_and_curves_of_two_seeds(
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # as Hydra's job runner does
     main = runpy.run_path(str(SCRIPT))["main"]
     main([*map(str, runs), "--out", str(tmp_path / "curves.png")])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| data")]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| seed=")]
     assert len(rows) == 2
     for seed, (run_dir, row) in enumerate(zip(runs, rows, strict=True)):
         # The seed differs (and data.seed, which follows it: not a label); nothing else does.
