@@ -22,8 +22,11 @@ from reslab.checkpoints import AtomicCheckpointIO
 from reslab.models import cifar_resnet
 
 
-def error_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("reslab: error:")]
+def error_line(run) -> str:
+    """The one `reslab: error:` line of a run refused with exit status 2, without a traceback."""
+    assert run.code == 2 and "Traceback" not in run.err, run.err[-2000:]
+    (line,) = [ln for ln in run.err.splitlines() if ln.startswith("reslab: error:")]
+    return line
 
 
 @pytest.fixture
@@ -73,8 +76,7 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_and_resumes(
     assert torch.load(last, weights_only=False)["global_step"] == 2
     fill(small_disk, leave=100_000)
     full = train_in_process([*args, "trainer.max_steps=4", "resume=true"], cifar10_root, small_disk)
-    assert full.code == 2 and "Traceback" not in full.err
-    (line,) = error_lines(full.err)
+    line = error_line(full)
     assert "No space left on device; the previous version is kept" in line
     assert torch.load(last, weights_only=False)["global_step"] == 2
     for filler in small_disk.glob("filler-*"):
@@ -118,8 +120,7 @@ def test_a_sweep_dir_is_never_reused_without_resume(
     assert train_in_process(args, cifar10_root, tmp_path).code == 0
     record = next(sweep.glob("0_*/summary.json")).read_bytes()
     again = train_in_process(args, cifar10_root, tmp_path)
-    assert again.code == 2
-    (line,) = error_lines(again.err)
+    line = error_line(again)
     assert "already holds a sweep's runs" in line and "resume=true" in line
     assert next(sweep.glob("0_*/summary.json")).read_bytes() == record
     missing = train_in_process(
@@ -134,8 +135,7 @@ def test_a_log_dir_that_cannot_be_created_names_reslab_log_dir(
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
     run = train_in_process([*FAST], cifar10_root, blocker / "logs")
-    assert run.code == 2
-    (line,) = error_lines(run.err)
+    line = error_line(run)
     assert f"cannot create the log dir {blocker / 'logs'}" in line and "RESLAB_LOG_DIR" in line
 
 
@@ -155,8 +155,7 @@ def test_eval_names_an_unreadable_file_in_one_line(
         cifar10_root,
         tmp_path,
     )
-    assert run.code == 2 and "Traceback" not in run.err
-    (line,) = error_lines(run.err)
+    line = error_line(run)
     assert f"{key}={bad} is not a readable torch file" in line
 
 
@@ -168,8 +167,7 @@ def test_a_corrupt_cifar_batch_is_named_without_the_md5_check(
     bad = data / "cifar-10-batches-py" / "data_batch_3"
     bad.write_bytes(b"\x80\x04junk")
     run = train_in_process([*FAST, f"hydra.run.dir={tmp_path / 'run'}"], data, tmp_path)
-    assert run.code == 2 and "Traceback" not in run.err
-    (line,) = error_lines(run.err)
+    line = error_line(run)
     assert f"{bad} is not a CIFAR batch file" in line
 
 
@@ -186,9 +184,7 @@ def test_a_corrupt_jpeg_read_in_a_worker_is_one_line_naming_it(
         "~callbacks.progress_bar", "~callbacks.model_summary", f"hydra.run.dir={tmp_path / 'r'}",
     ]  # fmt: skip
     run = train_in_process(args, None, tmp_path)
-    assert run.code == 2
-    assert "Traceback" not in run.err and "Original Traceback" not in run.err
-    (line,) = error_lines(run.err)
+    line = error_line(run)  # no traceback, not even the worker's "Original Traceback"
     assert f"cannot read image {bad}" in line
 
 

@@ -18,21 +18,12 @@ import lightning as L
 import pytest
 import torch
 from conftest import BIN, dirs_env, run_script
+from train_config import TINY
 
 from reslab.callbacks import FiniteLoss, NonFiniteLoss
 from reslab.models import cifar_resnet
 
-FAST = [
-    "data.verify_md5=false",
-    "data.batch_size=50",  # 10 batches per epoch on the 500 generated images
-    "data.num_workers=0",
-    "model.depth=8",
-    "trainer.deterministic=true",
-    "trainer.log_every_n_steps=1",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
-    "test=false",
-]
+FAST = [*TINY, "test=false"]
 
 
 def train(args: list[str], data: Path, logs: Path) -> subprocess.CompletedProcess:
