@@ -80,7 +80,7 @@ def config(args: argparse.Namespace, pipeline: str, out: Path) -> DictConfig:
         "data.download=false", "data.verify_md5=false", f"data.batch_size={args.batch_size}",
         f"trainer.accelerator={args.device}", f"trainer.precision={args.precision}",
         f"module.channels_last={args.channels_last}", f"module.compile={args.compile}",
-        f"paths.output_dir={out}", "test=false",
+        f"paths.output_dir={out}", "test=false", f"model.num_classes={args.num_classes}",
     ]  # fmt: skip
     with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -134,7 +134,7 @@ def full_pipeline(cfg: DictConfig, args: argparse.Namespace, datamodule: Any = N
     """img/s of `reslab-train`'s objects: config-built DataModule (unless given), module,
     Trainer with its callbacks and logger."""
     datamodule = datamodule or build_datamodule(cfg)
-    module = build_module(cfg, args.num_classes)
+    module = build_module(cfg)
     trainer = build_trainer(cfg)
     timer = StepTimer(args.warmup, args.steps, args.device)
     trainer.callbacks.append(timer)
@@ -163,9 +163,10 @@ def prepare(net: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
 
 def bare_loop(cfg: DictConfig, args: argparse.Namespace, batches: Iterable[Any]) -> float:
     """img/s of a hand-written loop: same net, optimizer, schedule, precision and batches."""
-    net = prepare(build_net(cfg, args.num_classes), args).train()
+    net = prepare(build_net(cfg), args).train()
     optimizer = build(cfg.optimizer, "optimizer")(param_groups(net, True))
-    scheduler = build(cfg.scheduler, "scheduler")["scheduler"](optimizer)
+    schedule = build(cfg.scheduler, "scheduler")
+    schedulers = [c["scheduler"] for c in schedule.configure(optimizer, cfg.trainer.max_steps)]
     scaler = torch.amp.GradScaler(enabled=args.precision == "16-mixed")
     step, start = 0, 0.0
     while step < args.warmup + args.steps:
@@ -181,7 +182,8 @@ def bare_loop(cfg: DictConfig, args: argparse.Namespace, batches: Iterable[Any])
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            for scheduler in schedulers:
+                scheduler.step()
             step += 1
             if step == args.warmup + args.steps:
                 break
@@ -258,7 +260,7 @@ def host_syncs(args: argparse.Namespace, out: Path, period: int) -> tuple[int, C
     images, labels = small.data
     with open_dict(cfg):
         cfg.trainer.max_steps = 2 * period + 1
-    module = build_module(cfg, args.num_classes)
+    module = build_module(cfg)
     trainer = build_trainer(cfg)
     count = CountSyncs(period, 2 * period)
     trainer.callbacks.append(count)
@@ -280,7 +282,7 @@ def fwd_bwd(net: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> 
 
 def train_flops_per_image(cfg: DictConfig, args: argparse.Namespace) -> float:
     """FLOPs of one training step's forward+backward per image, counted on the CPU."""
-    net = build_net(cfg, args.num_classes).train()
+    net = build_net(cfg).train()
     x = torch.randn(2, 3, args.image_size, args.image_size)
     with FlopCounterMode(display=False) as counter:
         net(x).sum().backward()

@@ -5,9 +5,10 @@ by the config values in which it differs from the others (e.g. `data.pipeline=wo
         --out compare.png
 
 `reslab-report` reads a degradation sweep (plain vs residual by depth); this reads any runs.
-Prints a markdown table (train error at the end, final and best validation error, test error,
-steps, precision, wall time) and draws the training error (every logging step, smoothed; dashed) and
-the validation error (each validation; solid) against iterations.
+Prints a markdown table (train error at the end, final and best validation error on a held-out
+split, the test error and whose weights it is of, steps, precision, wall time) and draws the
+training error (every logging step, smoothed; dashed) and the validation error (each
+validation; solid) against iterations.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from reslab import run_record
+from reslab import run_layout, run_record
 from reslab.cli import register_resolvers
 from reslab.report import read_curves, smooth
+from reslab.scores import TRAIN_ERR_STEP, VAL_ERR
 
 # Keys that differ between any two runs and say nothing about the training.
 IGNORED = ("paths.", "hydra", "run_name", "trainer.default_root_dir", "logger.", "callbacks.")
@@ -33,7 +35,7 @@ def flat_config(run_dir: Path) -> dict[str, tuple[Any, bool]]:
     """The run's stored config as `a.b.c: (value, derived)`: the value resolved where it
     resolves outside the run (`${default_precision:...}` does; `${hydra:...}` does not and
     stays as written), and whether it is an interpolation of other values."""
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(run_layout.config_file(run_dir))
     out: dict[str, tuple[Any, bool]] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -74,18 +76,25 @@ def _pct(value: float | None) -> str:
 
 
 def table(run_dirs: Sequence[Path], names: Sequence[str]) -> str:
+    """One row per run. The test error follows the final-weights rule (`run_record`), and the
+    validation errors appear only for a split held out from training: on the test set their
+    best is a minimum over test evaluations and their final is the test error."""
     lines = [
-        "| run | train error (%) | val error (%): final | best | test error (%) | steps "
-        "| precision | wall time |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| run | train error (%) | held-out val error (%): final | best | weights "
+        "| test error (%) | steps | precision | wall time |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
     ]
     for run_dir, name in zip(run_dirs, names, strict=True):
         record = run_record.read(run_dir) or {}
-        wall, val = record.get("wall_time_s"), record.get("val_err") or {}
+        config = OmegaConf.to_container(OmegaConf.load(run_layout.config_file(run_dir)))
+        held_out = not run_record.record_val_is_test(record, config)
+        val = (record.get("val_err") or {}) if held_out else {}
+        test_err, weights = run_record.reported_test_error(record, config)
+        wall = record.get("wall_time_s")
         lines.append(
             f"| {name} | {_pct((record.get('train_err') or {}).get('final'))} "
-            f"| {_pct(val.get('final'))} | {_pct(val.get('best'))} "
-            f"| {_pct(record.get('test_err'))} "
+            f"| {_pct(val.get('final'))} | {_pct(val.get('best'))} | {weights or ''} "
+            f"| {_pct(test_err)} "
             f"| {record.get('steps', '')} | {record.get('precision', '')} "
             f"| {'' if wall is None else f'{wall / 60:.0f} min'} |"
         )
@@ -96,14 +105,14 @@ def plot(run_dirs: Sequence[Path], names: Sequence[str]) -> Figure:
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     for i, (run_dir, name) in enumerate(zip(run_dirs, names, strict=True)):
-        curves = read_curves(run_dir / "csv" / "metrics.csv")
+        curves = read_curves(run_layout.metrics_csv(run_dir))
         colour = colormaps["tab10"](i % 10)
         for key, style, width, what in (
-            ("train/err_step", "--", 1.0, "train"),
-            ("val/err", "-", 2.0, "val"),
+            (TRAIN_ERR_STEP, "--", 1.0, "train"),
+            (VAL_ERR, "-", 2.0, "val"),
         ):
             points = curves.get(key, [])
-            if key == "train/err_step":
+            if key == TRAIN_ERR_STEP:
                 points = smooth(points)
             if points:
                 xs, ys = zip(*points, strict=True)
@@ -123,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the curves here (.png, .pdf, .svg)")
     args = parser.parse_args(argv)
     register_resolvers()
-    missing = [str(d) for d in args.run_dirs if not (d / ".hydra" / "config.yaml").is_file()]
+    missing = [str(d) for d in args.run_dirs if not run_layout.config_file(d).is_file()]
     if missing:
         parser.error(f"not a reslab-train run dir (no .hydra/config.yaml): {', '.join(missing)}")
     names = labels(args.run_dirs)

@@ -52,9 +52,10 @@ def test_every_pipeline_loads_micro_batches(
         args.append("data.pipeline=workers")
     cfg = compose_run(tmp_path, root, args)
     module = build_datamodule(cfg)
-    assert module.device_batch_size == micro
-    trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    # The trainer of the run says how many micro-batches share a step's batch.
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, accumulate_grad_batches=4)
     module.trainer = trainer
+    assert module.device_batch_size == micro
     module.setup("fit")
     x, y = next(iter(module.train_dataloader()))
     assert len(x) == len(y) == micro
@@ -126,7 +127,7 @@ def test_gradient_clipping_is_a_plain_override(cifar10_root: Path, tmp_path: Pat
         cfg = compose_run(tmp_path / str(len(extra)), cifar10_root, [*TINY, *extra, "test=false"])
         trainer = build_trainer(cfg)
         trainer.callbacks.append(GradNorm())
-        trainer.fit(build_module(cfg, 10), datamodule=build_datamodule(cfg))
+        trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))
         return list(norms)
 
     unclipped = run(["trainer.max_steps=4"])

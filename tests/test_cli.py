@@ -55,7 +55,8 @@ def test_train_writes_config_checkpoints_metrics_and_summary(trained: Path) -> N
 
 @pytest.mark.slow
 def test_eval_reproduces_the_test_metrics(trained: Path, cifar10_root: Path, tmp_path: Path):
-    ckpt = trained / "checkpoints" / "best.ckpt"
+    # validation is the test set (data.val_size=0): the run tested its final weights, last.ckpt
+    ckpt = trained / "checkpoints" / "last.ckpt"
     ok(run_script(["reslab-eval", f"ckpt_path={ckpt}"], cifar10_root, tmp_path))
     (out,) = (tmp_path / "eval" / "runs").iterdir()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -81,7 +82,10 @@ def test_eval_rejects_a_checkpoint_of_another_architecture(
     ("override", "needle"),
     [
         ("model.depth=21", "reslab: error: model.depth=21 is not a CIFAR ResNet depth; use 6n+2"),
-        ("model.shortcut=E", "reslab: error: model.shortcut='E' is not valid; choose one of"),
+        (
+            "model.shortcut=E",
+            "reslab: error: model.shortcut='E' is not valid for reslab.models.cifar_resnet",
+        ),
         ("data.download=false", "reslab: error: cifar10 not found in"),
     ],
 )

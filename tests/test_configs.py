@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, open_dict
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -17,11 +20,24 @@ from reslab import devices
 from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
 from reslab.classifier import ImageClassifier
 from reslab.cli import register_resolvers
-from reslab.data import ClassificationDataModule
+from reslab.data import Augmentation, ClassificationDataModule
 from reslab.errors import ConfigError
+from reslab.preflight import check_values
+from reslab.schedules import LRSchedule
 
 register_resolvers()
 GROUPS = Path(str(files("reslab.configs")))
+# What `instantiate` returns for each group's node, alone.
+GROUP_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": torch.nn.Module,
+    "data": ClassificationDataModule,
+    "augmentation": Augmentation,
+    "optimizer": functools.partial,
+    "scheduler": LRSchedule,
+    "trainer": L.Trainer,
+    "callbacks": L.Callback,
+    "logger": Logger,
+}
 
 
 def options(group: str) -> list[str]:
@@ -66,7 +82,7 @@ def test_model_configs(tmp_path: Path, name: str) -> None:
     if name in ("resnet1202", "preact_resnet1001"):
         pytest.skip("built in test_models; too slow to build twice")
     cfg = compose_train(tmp_path, [f"model={name}"])
-    net = build_net(cfg, 10)
+    net = build_net(cfg)
     assert net.fc.out_features == 10
     size = 32 if cfg.model._target_.endswith("cifar_resnet") else 64
     assert net(torch.randn(1, 3, size, size)).shape == (1, 10)
@@ -94,7 +110,7 @@ def test_every_model_config_has_its_own_run_name(tmp_path: Path) -> None:
 
 def test_plain_twin_and_any_depth_by_override(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, ["model.residual=false", "model.depth=8", "seed=3"])
-    net = build_net(cfg, 10)
+    net = build_net(cfg)
     assert not net.residual and len(net.layer1) == 1
     assert cfg.run_name == "plain-8_seed3"
 
@@ -105,11 +121,16 @@ def test_data_configs(tmp_path: Path, name: str, imagefolder_root: Path) -> None
     if not name.startswith("cifar"):
         with open_dict(cfg):
             cfg.data.root = str(imagefolder_root)
-            cfg.data.num_classes = None
+            if name == "imagenet":
+                cfg.data.num_classes = 4
     data = build_datamodule(cfg)
     assert isinstance(data, ClassificationDataModule)
-    assert data.num_classes == (cfg.data.num_classes or 4)
-    assert build_net(cfg, data.num_classes).fc.out_features == data.num_classes
+    assert (
+        data.num_classes
+        == cfg.data.num_classes
+        == (10 if name == "cifar10" else 100 if name == "cifar100" else 4)
+    )
+    assert build_net(cfg).fc.out_features == data.num_classes
 
 
 @pytest.mark.parametrize("name", options("augmentation"))
@@ -133,14 +154,20 @@ def test_augmentation_configs(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optimizer_and_scheduler_configs(tmp_path: Path, optimizer: str, scheduler: str) -> None:
+    """Each node alone: the optimizer partial takes parameters, the schedule an optimizer and
+    the run's length (a schedule spanning the run takes it from there)."""
     cfg = compose_train(tmp_path, [f"optimizer={optimizer}", f"scheduler={scheduler}"])
-    module = build_module(cfg, cfg.data.num_classes)
-    assert isinstance(module, ImageClassifier)
-    (optimizer,), (config,) = module.configure_optimizers()
-    assert isinstance(optimizer, torch.optim.Optimizer)
+    optim = instantiate(cfg.optimizer)(torch.nn.Linear(2, 2).parameters())
+    assert isinstance(optim, torch.optim.Optimizer)
+    schedule = instantiate(cfg.scheduler)
+    assert isinstance(schedule, LRSchedule)
+    (config,) = schedule.configure(optim, total_steps=120)
     assert config["interval"] in ("step", "epoch")
-    scheduler = config["scheduler"]
-    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler | ReduceLROnPlateau)
+    assert isinstance(config["scheduler"], torch.optim.lr_scheduler.LRScheduler | ReduceLROnPlateau)
+    if scheduler == "cosine":
+        assert config["scheduler"].T_max == 120
+    module = instantiate(cfg.module)
+    assert isinstance(module, ImageClassifier) and isinstance(module.schedule, LRSchedule)
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))
@@ -160,9 +187,9 @@ def test_global_configs(tmp_path: Path, group: str, imagefolder_root: Path) -> N
         cfg = compose_train(tmp_path, [f"{group}={name}"])
         if "ImageFolder" in cfg.data._target_:
             with open_dict(cfg):
-                cfg.data.root, cfg.data.num_classes = str(imagefolder_root), None
-        data = build_datamodule(cfg)
-        build_module(cfg, data.num_classes)
+                cfg.data.root, cfg.data.num_classes = str(imagefolder_root), 4
+        build_datamodule(cfg)
+        build_module(cfg)
         build_trainer(cfg)
 
 
@@ -240,3 +267,38 @@ def test_cifar_headline_experiments_use_cifar_augmentation(tmp_path: Path, name:
     data = build_datamodule(cfg)
     out = data.train_transform(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
     assert out.shape == (3, 32, 32) and cfg.data.name == "cifar10"
+
+
+EVERY_OPTION = [(g, o) for g in GROUP_TYPES for o in options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), EVERY_OPTION)
+def test_every_option_of_every_group_instantiates_alone_and_passes_the_schema(
+    tmp_path: Path, group: str, option: str, imagefolder_root: Path
+) -> None:
+    """`instantiate(cfg.<group>)` on its own builds the group's object (no argument injected
+    by code), and every shipped config passes the signature checks of `reslab.schema`."""
+    overrides = [f"{group}={option}" if group not in ("callbacks", "logger") else ""]
+    if group == "data" and option.startswith("image"):
+        overrides.append(f"data.root={imagefolder_root}")
+        if option == "imagenet":
+            overrides.append("data.num_classes=4")
+    cfg = compose_train(tmp_path, [o for o in overrides if o])
+    check_values(cfg)
+    if group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    nodes = cfg[group].values() if group in ("callbacks", "logger") else [cfg[group]]
+    if group in ("callbacks", "logger"):
+        cfg = compose_train(tmp_path, [f"{group}=[{option}]"])
+        check_values(cfg)
+        nodes = list(cfg[group].values())
+    for node in nodes:
+        assert isinstance(instantiate(node), GROUP_TYPES[group])
+
+
+def test_the_module_node_nests_its_net_optimizer_and_schedule(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, ["model=resnet56", "data=cifar100", "optimizer=adamw"])
+    module = instantiate(cfg.module)
+    assert module.num_classes == 100 and len(module.net.layer1) == 9
+    optimizer = module.optimizer_factory(module.net.parameters())
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 0.001

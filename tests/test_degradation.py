@@ -86,9 +86,15 @@ def test_multirun_writes_one_named_dir_with_a_summary_per_grid_point(sweep: Path
         for key, column in (("train_err", "train/err_epoch"), ("val_err", "val/err")):
             curve = [float(r[column]) for r in rows if r.get(column)]
             assert len(curve) >= 1 + (key == "train_err")
-            assert s[key] == {"best": pytest.approx(min(curve)), "final": pytest.approx(curve[-1])}
-        # the test pass scores the checkpoint with the best val error, on the same images
-        assert s["test_err"] == pytest.approx(s["val_err"]["best"])
+            expected = {"final": pytest.approx(curve[-1])}
+            if key == "train_err":  # validation is the test set: its best is no result
+                expected["best"] = pytest.approx(min(curve))
+            assert s[key] == expected
+        # validation ran on the test set, so the test pass scores the final weights (after
+        # step 8, mid-epoch: later than the last validation)
+        assert s["val_is_test"] is True and s["test_weights"] == "final"
+        (test,) = [float(r["test/err"]) for r in rows if r.get("test/err")]
+        assert s["test_err"] == pytest.approx(test)
         assert s["wall_time_s"] > 0
 
 

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from reslab import eval as reslab_eval
 from reslab.builders import build_datamodule, build_module, build_trainer
@@ -147,7 +147,6 @@ def test_documented_train_command_composes_and_passes_the_checks(
     args = placeholders(args, {"<name>": "resnet20"})
     shown = BLOCKS[where]
     for cfg in compose_train(args, tmp_path):
-        OmegaConf.resolve(cfg)
         try:
             check_values(cfg)
         except ConfigError as e:  # a sweep point the docs show failing, with this error
@@ -158,7 +157,7 @@ def save_checkpoint(overrides: list[str], out: Path) -> Path:
     """A real reslab checkpoint of a run with `overrides`: its module and trainer, saved."""
     (cfg,) = compose_train(["model.depth=8", *overrides], out)
     trainer = build_trainer(cfg)
-    module = build_module(cfg, cfg.data.num_classes or 4)
+    module = build_module(cfg)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(out / "best.ckpt", weights_only=True)
     return out / "best.ckpt"
@@ -170,7 +169,7 @@ def checkpoints(
 ) -> dict[str, Path]:
     """A CIFAR-10 run's, and an ImageFolder run's (the ImageNet section's 10-crop commands)."""
     cifar = [f"paths.data_dir={cifar10_root}", "data.verify_md5=false"]
-    folder = ["data=imagefolder", f"data.root={imagefolder_root}", "data.num_classes=null"]
+    folder = ["data=imagefolder", f"data.root={imagefolder_root}"]
     return {
         "cifar": save_checkpoint(cifar, tmp_path_factory.mktemp("cifar")),
         "imagefolder": save_checkpoint(
@@ -208,7 +207,7 @@ def test_documented_eval_command_builds_its_run(
     if cfg.get("weights"):
         from reslab.builders import build_net
 
-        torch.save(build_net(cfg, 1000).state_dict(), weights)
+        torch.save(build_net(cfg).state_dict(), weights)
     stored = torch.load(cfg.get("ckpt_path") or weights, weights_only=True)
     run_cfg = reslab_eval.run_config(cfg, stored)
     check_values(run_cfg)

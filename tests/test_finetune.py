@@ -1,4 +1,4 @@
-"""Fine-tuning: `model.weights=<file>` initialises the network (not the optimizer or the loop)
+"""Fine-tuning: `weights=<file>` initialises the network (not the optimizer or the loop)
 from a torchvision state_dict or a reslab checkpoint, with a new head for another class count."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torchvision
 from train_config import TINY, compose_run
 
 import reslab.train
-from reslab.builders import build_net, build_trainer
+from reslab.builders import build_module, build_trainer
 from reslab.errors import ConfigError
 from reslab.eval import evaluate
 from reslab.train import main, train
@@ -38,7 +38,7 @@ def torchvision_weights(path: Path, arch: str = "resnet18", num_classes: int = 1
 
 
 def finetune_config(run_dir: Path, root: Path, weights: Path, *extra: str):
-    args = [*IMAGEFOLDER, f"data.root={root}", f"model.weights={weights}", *extra]
+    args = [*IMAGEFOLDER, f"data.root={root}", f"weights={weights}", *extra]
     return compose_run(run_dir, root, args)
 
 
@@ -49,18 +49,18 @@ def test_torchvision_weights_give_the_backbone_and_a_new_head(
     state = torchvision_weights(file, num_classes=1000)
     cfg = finetune_config(tmp_path / "run", imagefolder_root, file)
     with caplog.at_level(logging.INFO, logger="reslab"):
-        net = build_net(cfg, 4)
+        net = build_module(cfg).net
     ours = net.state_dict()
     backbone = [k for k in state if not k.startswith("fc.")]
     assert len(backbone) == len(ours) - 2
     assert all(torch.equal(ours[k], state[k]) for k in backbone)
     assert ours["fc.weight"].shape == (4, 512)
-    (line,) = [r.getMessage() for r in caplog.records if "model.weights" in r.getMessage()]
+    (line,) = [r.getMessage() for r in caplog.records if "weights" in r.getMessage()]
     assert "head (fc) is re-initialised for 4 classes (the file's has 1000)" in line
 
     # The same head size: the head is loaded too.
     torchvision_weights(file, num_classes=4)
-    head = build_net(cfg, 4).fc.weight
+    head = build_module(cfg).net.fc.weight
     assert torch.equal(head, torch.load(file)["fc.weight"])
 
 
@@ -116,8 +116,8 @@ def test_a_reslab_checkpoint_initialises_a_net_for_another_dataset(
     train(compose_run(source, cifar10_root, [*TINY, "trainer.max_steps=1", "test=false"]))
     ckpt = source / "checkpoints" / "last.ckpt"
     trained = torch.load(ckpt, weights_only=False)["state_dict"]
-    args = [*TINY, "data=cifar100", f"model.weights={ckpt}"]
-    net = build_net(compose_run(tmp_path / "run", cifar100_root, args), 100)
+    args = [*TINY, "data=cifar100", f"weights={ckpt}"]
+    net = build_module(compose_run(tmp_path / "run", cifar100_root, args)).net
     ours = net.state_dict()
     assert all(torch.equal(ours[k], trained[f"net.{k}"]) for k in ours if not k.startswith("fc."))
     assert ours["fc.weight"].shape == (100, 64)
@@ -129,21 +129,21 @@ def test_a_file_that_does_not_fit_fails_in_one_line_before_compute(
     other = tmp_path / "resnet34.pth"
     torchvision_weights(other, "resnet34")
     run_dir = tmp_path / "run"
-    args = [*IMAGEFOLDER, f"data.root={imagefolder_root}", f"model.weights={other}"]
+    args = [*IMAGEFOLDER, f"data.root={imagefolder_root}", f"weights={other}"]
     monkeypatch.setattr(sys, "argv", ["reslab-train", *args, f"hydra.run.dir={run_dir}"])
     with pytest.raises(SystemExit) as exit:
         main()
     err = capfd.readouterr().err
     assert exit.value.code == 2 and "Traceback" not in err
-    (line,) = [ln for ln in err.splitlines() if "model.weights" in ln]
-    assert line.startswith(f"reslab: error: model.weights={other} does not fit the model config")
+    (line,) = [ln for ln in err.splitlines() if "weights" in ln]
+    assert line.startswith(f"reslab: error: weights={other} does not fit the model config")
     assert not (run_dir / "checkpoints").exists()
 
     text = tmp_path / "notes.pth"
     text.write_text("not weights")
     cfg = finetune_config(tmp_path / "run2", imagefolder_root, text)
-    with pytest.raises(ConfigError, match=r"model.weights=.*notes.pth is not a readable torch"):
-        build_net(cfg, 4)
+    with pytest.raises(ConfigError, match=r"weights=.*notes.pth is not a readable torch"):
+        build_module(cfg)
 
 
 def test_eval_weights_still_takes_a_torchvision_file(imagefolder_root: Path, tmp_path: Path):

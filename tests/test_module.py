@@ -8,36 +8,56 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from reslab.classifier import ImageClassifier, Tally, param_groups
+from reslab.classifier import ImageClassifier, param_groups
 from reslab.data import CIFARDataModule
 from reslab.models import cifar_resnet
+from reslab.schedules import LRSchedule
+from reslab.scores import BatchScores, Scores
 
 
-def test_tally_scores_as_torchmetrics_does() -> None:
-    """Summed over uneven batches, the tally gives torchmetrics' micro top-1/top-5 accuracy
+def test_scores_score_as_torchmetrics_functional_does() -> None:
+    """Summed over uneven batches, the scores give torchmetrics' micro top-1/top-5 accuracy
     of all images together, the mean per-image loss, and the error in percent."""
     torch.manual_seed(0)
     logits, y = torch.randn(70, 10), torch.randint(0, 10, (70,))
-    tally = Tally()
+    scores = Scores()
     for lo, hi in ((0, 32), (32, 64), (64, 70)):
         loss = torch.nn.functional.cross_entropy(logits[lo:hi], y[lo:hi])
-        tally.add(Tally.of(logits[lo:hi], y[lo:hi], loss))
-    values = tally.values()
+        scores.update(BatchScores.of(logits[lo:hi], y[lo:hi], loss))
+    values = scores.compute()
     for key, k in (("acc", 1), ("acc5", 5)):
         expected = multiclass_accuracy(logits, y, 10, top_k=k, average="micro")
         assert values[key].item() == pytest.approx(expected.item())
     assert values["err"].item() == pytest.approx(100 * (1 - values["acc"].item()))
     whole = torch.nn.functional.cross_entropy(logits, y)
     assert values["loss"].item() == pytest.approx(whole.item(), rel=1e-6)
-    assert tally.images == tally.scored == 70
+    assert scores.sums[3:].tolist() == [70, 70]  # images, images with a hard label
+    views = {name: view.compute() for name, view in scores.views().items()}
+    assert views == values
 
 
-def test_tally_of_soft_targets_scores_the_loss_only() -> None:
+def test_soft_targets_score_the_loss_only() -> None:
     soft = torch.softmax(torch.randn(8, 10), -1)
-    tally = Tally()
-    tally.add(Tally.of(torch.randn(8, 10), soft, torch.tensor(2.0)))
-    assert tally.values() == {"loss": torch.tensor(2.0)}
-    assert tally.error.isnan()
+    batch = BatchScores.of(torch.randn(8, 10), soft, torch.tensor(2.0))
+    scores = Scores()
+    scores.update(batch)
+    assert scores.compute() == {"loss": torch.tensor(2.0)}
+    assert batch.error.isnan()
+    assert not scores.hard_labels
+
+
+def test_scores_restored_from_their_state_continue_the_sums() -> None:
+    """What a mid-epoch checkpoint carries: the sums, and with them whether acc/err exist."""
+    logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    scores = Scores()
+    scores.update(BatchScores.of(logits, y, torch.tensor(1.0)))
+    restored = Scores()
+    restored.load({k: v.clone() for k, v in scores.metric_state.items()})
+    assert restored.hard_labels
+    for metric in (scores, restored):
+        metric.update(BatchScores.of(logits, y, torch.tensor(3.0)))
+    assert restored.compute() == scores.compute()
+    assert restored.compute()["loss"] == 2.0
 
 
 def test_bn_and_bias_can_skip_weight_decay() -> None:
@@ -71,10 +91,9 @@ def test_scheduler_steps_per_iteration(tmp_path: Path, cifar10_root: Path) -> No
     module = ImageClassifier(
         cifar_resnet(8),
         optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9),
-        scheduler={
-            "scheduler": partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[3, 5]),
-            "interval": "step",
-        },
+        scheduler=LRSchedule(
+            partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[3, 5]), interval="step"
+        ),
     )
     data = CIFARDataModule(root=str(cifar10_root), verify_md5=False, num_workers=0, batch_size=64)
     trainer = quiet_trainer(tmp_path, max_steps=6, limit_val_batches=0)
@@ -118,13 +137,14 @@ def test_scores_are_logged_per_optimizer_step_and_cover_the_whole_epoch(
     logged: list[tuple[str, int]] = []
     log = ImageClassifier._log
 
-    def spy(self, tally, prefix, suffix, on_step):
-        logged.append((prefix + suffix, tally.images))
-        log(self, tally, prefix, suffix, on_step)
+    def spy(self, scores, stage, suffix, on_step):
+        logged.append((stage + suffix, int(scores.sums[3])))
+        log(self, scores, stage, suffix, on_step)
 
     monkeypatch.setattr(ImageClassifier, "_log", spy)
     module = ImageClassifier(cifar_resnet(8), optimizer=partial(torch.optim.SGD, lr=0.05))
-    data = CIFARDataModule(root=str(cifar10_root), verify_md5=False, num_workers=0, batch_size=50)
+    # The global batch of a step, in 2 micro-batches of 50.
+    data = CIFARDataModule(root=str(cifar10_root), verify_md5=False, num_workers=0, batch_size=100)
     trainer = quiet_trainer(
         tmp_path,
         max_steps=7,  # 14 batches: one epoch of 10, then 4
@@ -133,6 +153,6 @@ def test_scores_are_logged_per_optimizer_step_and_cover_the_whole_epoch(
         limit_val_batches=0,
     )
     trainer.fit(module, datamodule=data)
-    assert [n for name, n in logged if name == "train/_step"] == [100] * 7  # 2 batches a step
-    assert [n for name, n in logged if name == "train/_epoch"] == [500, 200]
+    assert [n for name, n in logged if name == "train_step"] == [100] * 7  # 2 batches a step
+    assert [n for name, n in logged if name == "train_epoch"] == [500, 200]
     assert trainer.callback_metrics["train/err_epoch"] >= 0

@@ -64,6 +64,7 @@ def test_ddp_sweep_through_slurm_returns_each_jobs_metric(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
     args = ["model.residual=true,false", "trainer.max_steps=3", "+trainer.val_check_interval=3"]
+    args += ["data.val_size=100", "optimized_metric=val_err.final"]  # held out: a value to return
     args += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # 2 SLURM tasks
     finish(sweep(args, cifar10_root, tmp_path))
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
@@ -79,7 +80,7 @@ def test_ddp_sweep_through_slurm_returns_each_jobs_metric(
     for name, value in returned.items():
         summary = json.loads((sweep_dir / name / "summary.json").read_text())
         assert summary["steps"] == 3 and summary["world_size"] == 2 and value is not None
-        assert value == summary["val_err"]["best"]  # optimized_metric: val_err.best
+        assert value == summary["val_err"]["final"]  # optimized_metric: val_err.final
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, log_dir: Path) -> Path:

@@ -94,7 +94,7 @@ def fit_counting(
             ],
         )  # fmt: skip
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.num_classes)
+    module = build_module(cfg)
     trainer = build_trainer(cfg)
     probe = SyncsPerStep()
     trainer.callbacks.append(probe)

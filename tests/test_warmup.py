@@ -4,6 +4,7 @@ schedule (per step or per epoch), and the lr monitor logs one series for it."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,19 @@ def test_without_warmup_the_schedule_is_unchanged(cifar10_root: Path, tmp_path: 
     names, lr = logged_lr(tmp_path)
     assert names == ["lr-SGD"]
     assert [lr[k] for k in range(10)] == pytest.approx([0.1] * 8 + [0.01] * 2)
+
+
+@pytest.mark.parametrize(
+    "length", [["trainer.max_steps=20"], ["trainer.max_steps=-1", "trainer.max_epochs=2"]]
+)
+def test_cosine_spans_the_run_whether_bounded_by_steps_or_epochs(
+    length: list[str], cifar10_root: Path, tmp_path: Path
+) -> None:
+    """The schedule's length is the run's real length (10 steps an epoch here): an
+    epoch-bounded cosine run decays over its epochs instead of flipping at every step."""
+    args = [*TINY, "test=false", "scheduler=cosine", *length]
+    record = train(compose_run(tmp_path, cifar10_root, args))
+    _, lr = logged_lr(tmp_path)
+    assert record["steps"] == 20
+    expected = [0.05 * (1 + math.cos(math.pi * k / 20)) for k in range(20)]
+    assert [lr[k] for k in range(20)] == pytest.approx(expected)

@@ -1,19 +1,27 @@
-"""Every object of a run, built from its config by `hydra.utils.instantiate`, with the root
-cause of a failure as a one-line error. Shared by `reslab-train`, `reslab-eval` and the speed
-harness, so all three build the same objects."""
+"""What no config says about building a run: a failure as one line, the Trainer's callbacks
+and loggers (named in the config, a list for Lightning), the fine-tuning start and the config
+stored in checkpoints. Each node builds alone: `instantiate(cfg.model)` is the network,
+`instantiate(cfg.module)` the LightningModule with its net, optimizer and schedule."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from reslab import checkpoints
 from reslab.classifier import ImageClassifier
-from reslab.errors import ConfigError, ReslabError
+from reslab.errors import ConfigError, reslab_cause
+
+# Groups whose choice a checkpoint records, so `reslab-eval` recomposes the run from them.
+CHOICES = (
+    "model", "data", "augmentation", "optimizer", "scheduler", "trainer", "experiment", "debug",
+)  # fmt: skip
 
 
 def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
@@ -22,10 +30,10 @@ def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
         return None
     try:
         return instantiate(node, **kwargs)
-    except InstantiationException as e:
+    except (InstantiationException, InterpolationResolutionError) as e:
+        if (ours := reslab_cause(e)) is not None:
+            raise ours from None
         cause = e.__cause__ or e
-        if isinstance(cause, ReslabError):
-            raise cause from None
         msg = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         raise ConfigError(f"{key}: {msg}") from None
 
@@ -36,34 +44,22 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
 
-def build_datamodule(cfg: DictConfig, world_size: int = 1) -> L.LightningDataModule:
-    """The DataModule; it splits the global `data.batch_size` of an optimizer step over
-    `world_size` processes and `trainer.accumulate_grad_batches` micro-batches."""
-    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
-    return build(cfg.data, "data", world_size=world_size, accumulate_grad_batches=accumulate)
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return build(cfg.data, "data")
 
 
-def build_net(cfg: DictConfig, num_classes: int) -> Any:
-    """The network from `model`, its head sized by the data: the data alone owns the class
-    count (`data.num_classes`, or the class folders of an ImageFolder). `model.weights` (a
-    file, not an argument of the model builders) then initialises it: fine-tuning."""
-    model = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    weights = model.pop("weights", None)
-    net = build(model, "model", num_classes=num_classes)
-    if weights:
-        checkpoints.init_weights(net, weights, "model.weights")
-    return net
+def build_net(cfg: DictConfig) -> Any:
+    return build(cfg.model, "model")
 
 
-def build_module(cfg: DictConfig, num_classes: int) -> ImageClassifier:
-    """The network, wrapped with `optimizer` and `scheduler` by `module`; the resolved config
-    rides in every checkpoint (`reslab-eval` rebuilds the run from it)."""
-    module = build(
-        cfg.module,
-        "module",
-        net=build_net(cfg, num_classes),
-        optimizer=build(cfg.optimizer, "optimizer"),
-        scheduler=build(cfg.get("scheduler"), "scheduler"),
-    )
-    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+def build_module(cfg: DictConfig) -> ImageClassifier:
+    """The LightningModule, its network started from `weights` when given (fine-tuning); the
+    resolved config and the group choices ride in every checkpoint (`reslab.eval` takes
+    values from them, never targets)."""
+    module = build(cfg.module, "module")
+    if cfg.get("weights"):
+        checkpoints.init_weights(module.net, cfg.weights, "weights")
+    runtime = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    choices = {g: runtime[g] for g in CHOICES if runtime.get(g) is not None}
+    module.save_hyperparameters({**OmegaConf.to_container(cfg, resolve=True), "choices": choices})
     return module

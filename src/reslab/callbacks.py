@@ -22,7 +22,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from reslab import run_layout
 from reslab.errors import ConfigError, ReslabError
+from reslab.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_LOSS, VAL_ERR
 
 log = logging.getLogger("reslab")
 
@@ -41,12 +43,10 @@ class LastCheckpoint(ModelCheckpoint):
     ModelCheckpoint's own record of its last save (no public accessor), shared with its
     periodic saves so a step is never written twice."""
 
-    def __init__(
-        self, dirpath: str, filename: str = "last", every_n_train_steps: int | None = None
-    ) -> None:
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
         super().__init__(
             dirpath=dirpath,
-            filename=filename,
+            filename=run_layout.LAST,  # resume reads this name (reslab.run_layout)
             monitor=None,
             save_top_k=1,
             every_n_train_steps=every_n_train_steps,
@@ -214,7 +214,7 @@ class LossProgressBar(RichProgressBar):
         if self._latest is not None and now - self._read_at >= 1 / self.READS_PER_SECOND:
             self._shown, self._read_at = f"{self._latest.item():.3f}", now
         if self._shown:
-            metrics["train/loss"] = self._shown
+            metrics[TRAIN_LOSS] = self._shown
         return metrics
 
 
@@ -267,10 +267,11 @@ class ErrorWarmup(Callback):
 
 class ErrorTracker(Callback):
     """Best (lowest) and final `train/err` (after every training epoch) and `val/err` (after
-    every validation), for the run's summary; Lightning only keeps the monitored best."""
+    every validation), for the run's summary, which keeps the best `val/err` only where
+    validation is held out from training; Lightning only keeps the monitored best."""
 
     def __init__(self) -> None:
-        self.history: dict[str, list[float]] = {"train/err": [], "val/err": []}
+        self.history: dict[str, list[float]] = {TRAIN_ERR: [], VAL_ERR: []}
         self.fit_result: dict[str, dict[str, float | None]] | None = None
 
     def _record(self, trainer: L.Trainer, key: str, logged_as: str) -> None:
@@ -279,10 +280,10 @@ class ErrorTracker(Callback):
             self.history[key].append(float(value))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer, "train/err", "train/err_epoch")
+        self._record(trainer, TRAIN_ERR, TRAIN_ERR_EPOCH)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer, "val/err", "val/err")
+        self._record(trainer, VAL_ERR, VAL_ERR)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # `trainer.test(ckpt_path="best")` restores this state from that checkpoint: keep the

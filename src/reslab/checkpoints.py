@@ -1,5 +1,5 @@
 """Checkpoint files: written atomically beside their target, and read by one loader whose
-errors name the file and the fix (`ckpt_path`, `weights`, `model.weights`)."""
+errors name the file and the fix (`ckpt_path`, `weights`)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,20 @@
 """The LightningModule `ImageClassifier`: cross-entropy training of any `nn.Module` that maps
-images to logits, with errors summed on the device (`Tally`)."""
+images to logits, with errors summed on the device (`reslab.scores.Scores`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LinearLR
 
 from reslab.errors import ConfigError
+from reslab.schedules import LRSchedule
+from reslab.scores import NAMES, VAL_ERR, BatchScores, Scores, metric_key
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 
@@ -31,25 +32,25 @@ def param_groups(net: nn.Module, weight_decay_bn_bias: bool) -> list[dict[str, A
 class ImageClassifier(L.LightningModule):
     """Cross-entropy training with top-1/top-5 accuracy; error (%) = 100 - top-1 accuracy.
 
-    `optimizer` is a partial taking the parameter groups; `scheduler` is Lightning's
-    lr-scheduler dict whose `scheduler` entry is a partial taking the optimizer, so a
-    recipe decides per config whether it steps per iteration (`interval: step`) or epoch.
+    `optimizer` is a partial taking the parameter groups; `scheduler` an `LRSchedule` (the torch
+    scheduler, its interval and warm-up), whose length is the trainer's real run length.
     `channels_last` (None: on for CUDA, where NHWC convolutions are faster; off on the CPU) and
     `compile` (torch.compile; it pays back on long runs) are speed switches that leave the
     state_dict unchanged.
 
-    Scores are summed on the device batch by batch (`Tally`) and logged only on Lightning's
-    logging steps (`train/*_step`) and at each epoch's end (`train/*_epoch`, `val/*`,
-    `test/*`): one `self.log` call costs about 1 ms of host time, a torchmetrics Accuracy
-    update 0.2 ms (2-core CPU), and a CIFAR ResNet's step on a GPU is a few ms.
+    Scores are summed on the device batch by batch (`Scores`, a torchmetrics metric) and
+    logged only on Lightning's logging steps (`train/*_step`) and at each epoch's end
+    (`train/*_epoch`, `val/*`, `test/*`): one `self.log` call costs about 1 ms of host time,
+    a torchmetrics Accuracy update 0.2 ms (2-core CPU), and a CIFAR ResNet's step on a GPU is
+    a few ms.
     """
 
     def __init__(
         self,
         net: nn.Module,
         optimizer: OptimizerFactory | None = None,
-        scheduler: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
+        scheduler: LRSchedule | None = None,
+        label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0,
         weight_decay_bn_bias: bool = True,
         channels_last: bool | None = None,
         compile: bool = False,
@@ -57,13 +58,19 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
-        self.scheduler_config = dict(scheduler) if scheduler else None
+        self.schedule = scheduler
         self.label_smoothing = label_smoothing
         self.weight_decay_bn_bias = weight_decay_bn_bias
         self.channels_last, self.compile_net, self.compiled = channels_last, compile, False
         # "window": the training images since the last logging step, so `train/*_step` is the
         # mean over every image of the period, not one batch.
-        self.tallies = {stage: Tally() for stage in ("train", "window", "val", "test")}
+        self.scores = {s: Scores() for s in ("train", "window", "val", "test")}
+        # What Lightning computes, logs and resets at the epoch ends: one metric per value.
+        self.epoch_scores = {s: self.scores[s].views() for s in ("train", "val", "test")}
+        # Registered, so they move with the module and Lightning finds the metrics it logs
+        # among its modules ("train" cannot name a ModuleDict entry: it is Module.train).
+        views = [view for stage in self.epoch_scores.values() for view in stage.values()]
+        self.metrics = nn.ModuleList([*self.scores.values(), *views])
 
     @property
     def num_classes(self) -> int:
@@ -88,8 +95,8 @@ class ImageClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tally]:
-        """The loss, and this batch's scores (also added to the stage's tally)."""
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, BatchScores]:
+        """The loss, and this batch's scores (also added to the stage's `Scores`)."""
         x, y = batch
         if x.ndim == 5:  # multi-crop evaluation: average the crops' softmax scores
             probs = self(x.flatten(0, 1)).softmax(-1).unflatten(0, x.shape[:2]).mean(1)
@@ -98,11 +105,11 @@ class ImageClassifier(L.LightningModule):
             logits = self(x)
         smoothing = self.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        batch_tally = Tally.of(logits.detach(), y, loss.detach())
-        self.tallies[stage].add(batch_tally)
+        scores = BatchScores.of(logits.detach(), y, loss.detach())
+        self.scores[stage].update(scores)
         if stage == "train":
-            self.tallies["window"].add(batch_tally)
-        return loss, batch_tally
+            self.scores["window"].update(scores)
+        return loss, scores
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss, scores = self._step(batch, "train")
@@ -112,11 +119,9 @@ class ImageClassifier(L.LightningModule):
         every, step = trainer.log_every_n_steps, trainer.global_step + 1
         # The steps whose values Lightning sends to the loggers (its own rule).
         if steps and (trainer.fast_dev_run or (every and step % every == 0)):
-            self._log(self.tallies["window"], "train/", "_step", on_step=True)
-            self.tallies["window"] = Tally()
+            self._log(self.scores["window"], "train", "_step", on_step=True)
         if last or (steps and step >= trainer.max_steps > 0):
-            self._log(self.tallies["train"], "train/", "_epoch", on_step=False)
-            self.tallies["train"] = Tally()
+            self._log(self.scores["train"], "train", "_epoch", on_step=False)
         return {"loss": loss, "err": scores.error}
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -126,50 +131,60 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self.tallies["val"] = Tally()
+        self.scores["val"].reset()  # the sanity check's batches, or a validation cut short
 
     def on_test_epoch_start(self) -> None:
-        self.tallies["test"] = Tally()
+        self.scores["test"].reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log(self.tallies["val"], "val/", "", on_step=False)
+        self._log(self.scores["val"], "val", "", on_step=False)
 
     def on_test_epoch_end(self) -> None:
-        self._log(self.tallies["test"], "test/", "", on_step=False)
+        self._log(self.scores["test"], "test", "", on_step=False)
 
-    def _log(self, tally: Tally, prefix: str, suffix: str, on_step: bool) -> None:
-        """Scores summed over all ranks (every rank logs the same value); the validation
-        error also goes to the progress bar."""
-        if self.trainer.world_size > 1:
-            tally = tally.reduce(self.trainer.strategy, self.device)
-        if tally.images == 0:
+    def _log(self, scores: Scores, stage: str, suffix: str, on_step: bool) -> None:
+        """A logging step's values (the window's, computed now, then the window restarts), or
+        the epoch's metrics, which Lightning computes at the epoch's end and then resets.
+        torchmetrics sums the scores over the DDP ranks, so every rank logs the same value;
+        the validation error also goes to the progress bar."""
+        if not scores.update_called:
             return
-        for key, value in tally.values().items():
-            self.log(
-                f"{prefix}{key}{suffix}", value, on_step=on_step, on_epoch=not on_step,
-                prog_bar=f"{prefix}{key}" == "val/err", batch_size=tally.images,
-            )  # fmt: skip
+        names = NAMES if scores.hard_labels else NAMES[:1]
+        if on_step:
+            values = scores.compute()
+            for name in names:
+                self.log(metric_key(stage, name, suffix), values[name], on_step=True)
+            scores.reset()
+            return
+        for name in names:
+            key = metric_key(stage, name, suffix)
+            view = self.epoch_scores[stage][name]
+            self.log(key, view, on_step=False, on_epoch=True, prog_bar=key == VAL_ERR)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A run resumed mid-epoch continues the epoch's training scores.
-        checkpoint["train_tally"] = self.tallies["train"].state_dict()
-        checkpoint["window_tally"] = self.tallies["window"].state_dict()
+        for stage in ("train", "window"):
+            checkpoint[f"{stage}_scores"] = self.scores[stage].metric_state
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def check_architecture(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one line, a checkpoint of another architecture (before Lightning loads
         its weights and fails deep inside `load_state_dict`)."""
         state, ours = checkpoint.get("state_dict", {}), self.state_dict()
         bad = [k for k in ours if k not in state or state[k].shape != ours[k].shape]
         bad += [k for k in state if k not in ours]
         if bad:
-            theirs = checkpoint.get("hyper_parameters", {}).get("model", {})
+            theirs = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
+            theirs = dict(theirs) if isinstance(theirs, dict) else {}
             raise ConfigError(
-                f"the checkpoint holds another architecture ({dict(theirs) or 'unknown'}; first "
+                f"the checkpoint holds another architecture ({theirs or 'unknown'}; first "
                 f"mismatch: {bad[0]}); use the model options of the run that wrote it"
             )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_architecture(checkpoint)
         for stage in ("train", "window"):
-            if f"{stage}_tally" in checkpoint:
-                self.tallies[stage] = Tally(**checkpoint[f"{stage}_tally"])
+            if f"{stage}_scores" in checkpoint:
+                self.scores[stage].load(checkpoint[f"{stage}_scores"])
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
@@ -178,71 +193,8 @@ class ImageClassifier(L.LightningModule):
             optimizer = self.optimizer_factory(param_groups(self.net, self.weight_decay_bn_bias))
         except (ValueError, TypeError) as e:  # torch's own argument checks
             raise ConfigError(f"optimizer: {e}") from None
-        if self.scheduler_config is None:
+        if self.schedule is None:
             return optimizer
-        config = dict(self.scheduler_config)
-        warmup_steps = config.pop("warmup_steps", 0)
-        schedulers = []
-        if warmup_steps:
-            # Its own per-step scheduler on the same optimizer: both scale the lr they find, so
-            # the warm-up composes with any schedule (epoch-wise and ReduceLROnPlateau too).
-            # One name for both: LearningRateMonitor would log the same lr twice (lr-SGD-1).
-            warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps)
-            config["name"] = config.get("name") or f"lr-{type(optimizer).__name__}"
-            schedulers.append({"scheduler": warmup, "interval": "step", "name": config["name"]})
-        config["scheduler"] = config["scheduler"](optimizer)
-        return [optimizer], [*schedulers, config]
-
-
-class Tally:
-    """Summed loss, top-1 and top-5 hits of some batches on their device, and their image
-    counts on the host: adding a batch is a few kernels and never waits for the device.
-    Soft targets (MixUp/CutMix) have no hard label to score: they add to the loss only."""
-
-    def __init__(self, sums: Tensor | None = None, images: int = 0, scored: int = 0) -> None:
-        self.sums, self.images, self.scored = sums, images, scored
-
-    @classmethod
-    def of(cls, logits: Tensor, y: Tensor, loss: Tensor) -> Tally:
-        n = len(logits)
-        loss_sum = loss.float().reshape(1) * n
-        if y.ndim != 1:
-            return cls(torch.cat([loss_sum, loss_sum.new_zeros(2)]), n, 0)
-        hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == y[:, None]
-        top = torch.stack([hits[:, 0].sum(), hits.any(-1).sum()]).float()
-        return cls(torch.cat([loss_sum, top]), n, n)
-
-    def add(self, other: Tally) -> None:
-        if self.sums is None:
-            self.sums = other.sums.clone()
-        else:  # a tally restored from a checkpoint may sit on another device
-            self.sums = self.sums.to(other.sums.device).add_(other.sums)
-        self.images += other.images
-        self.scored += other.scored
-
-    @property
-    def error(self) -> Tensor:
-        """Top-1 error in percent (NaN without hard labels), on the device."""
-        return (
-            100.0 * (1.0 - self.sums[1] / self.scored) if self.scored else self.sums[1] * math.nan
+        return [optimizer], self.schedule.configure(
+            optimizer, self.trainer.estimated_stepping_batches
         )
-
-    def reduce(self, strategy: Any, device: torch.device) -> Tally:
-        """Summed over the DDP ranks (a rank may have seen no batch): every rank gets the
-        total."""
-        sums = torch.zeros(3, device=device) if self.sums is None else self.sums.to(device)
-        counts = sums.new_tensor([self.images, self.scored])
-        total = strategy.reduce(torch.cat([sums, counts]), reduce_op="sum")
-        return Tally(total[:3], int(total[3]), int(total[4]))
-
-    def values(self) -> dict[str, Tensor]:
-        """loss (mean), acc and acc5 (fractions), err (percent): the paper reports error."""
-        values = {"loss": self.sums[0] / self.images}
-        if self.scored:
-            acc = self.sums[1:] / self.scored
-            values.update(acc=acc[0], acc5=acc[1], err=100.0 * (1.0 - acc[0]))
-        return values
-
-    def state_dict(self) -> dict[str, Any]:
-        """The constructor's arguments: `Tally(**state)` restores it."""
-        return {"sums": self.sums, "images": self.images, "scored": self.scored}

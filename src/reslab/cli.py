@@ -16,9 +16,12 @@ import hydra
 from dotenv import find_dotenv, load_dotenv
 from omegaconf import DictConfig, OmegaConf
 
+from reslab.data.imagefolder import count_classes
 from reslab.devices import default_precision
 from reslab.errors import ReslabError, one_line
 from reslab.models.names import arch_name
+from reslab.run_layout import layout
+from reslab.scores import config_metric
 
 # The configs ship inside the package (configs/ at the top of the repository, see
 # pyproject.toml), so editable and plain installs find them the same way.
@@ -39,6 +42,12 @@ def register_resolvers() -> None:
         "not": lambda a: not a,
         # `${default_precision:${trainer.accelerator}}`: bf16-mixed on a CPU with bf16 units.
         "default_precision": default_precision,
+        # `${class_count:${data.root},${data.format}}`: an ImageFolder's classes, for the head.
+        "class_count": count_classes,
+        # `${layout:checkpoints}`: the run dir's layout (reslab.run_layout).
+        "layout": layout,
+        # `${metric:val_err}`: a logged metric's name (reslab.scores), e.g. what to monitor.
+        "metric": config_metric,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

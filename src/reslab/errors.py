@@ -20,3 +20,13 @@ def one_line(error: BaseException) -> str:
     if "Original Traceback" in text:
         text = text.splitlines()[-1].split(": ", 1)[-1]
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def reslab_cause(error: BaseException | None) -> ReslabError | None:
+    """The `ReslabError` behind a library's wrapper (Hydra's instantiation error, OmegaConf's
+    interpolation error around a resolver's), if any."""
+    while error is not None:
+        if isinstance(error, ReslabError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

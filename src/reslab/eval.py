@@ -1,23 +1,29 @@
-"""`reslab-eval`: test a reslab checkpoint (`ckpt_path=`: the model and data come from the run
-config stored in it) or torchvision ResNet weights (`weights=` a local .pth, with `model=` and
-`data=`)."""
+"""`reslab-eval`: test a reslab checkpoint (`ckpt_path=`: the model and data come from reslab's
+config groups the run chose, with the values stored in it; no code is taken from a file) or
+torchvision ResNet weights (`weights=` a local .pth, with `model=` and `data=`)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from reslab import checkpoints
-from reslab.builders import build_datamodule, build_net, build_trainer
+from reslab.builders import CHOICES, build_datamodule, build_net, build_trainer
 from reslab.classifier import ImageClassifier
 from reslab.cli import command
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, one_line
+from reslab.schema import check_targets, trusted_values
 
 log = logging.getLogger("reslab")
 # Groups a user may pick on the eval command line to replace the stored run's (`data=cifar10`
@@ -25,23 +31,90 @@ log = logging.getLogger("reslab")
 # files live and how to run.
 CHOSEN_GROUPS = ("model", "data", "augmentation")
 FROM_EVAL = ("paths", "trainer", "logger", "callbacks")
+OPTION = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+def options(group: str) -> list[str]:
+    """The option names of one of reslab's config groups."""
+    folder = resources.files("reslab.configs").joinpath(group)
+    return sorted(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """reslab-train's config from reslab's own groups (in or outside a running Hydra app)."""
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose("train", overrides=overrides)
+        with initialize_config_module("reslab.configs", version_base="1.3"):
+            return compose("train", overrides=overrides)
+    except Exception as e:
+        raise ConfigError(f"the stored run's config groups ({overrides}): {one_line(e)}") from None
+
+
+def _expanded(node: Any, root: DictConfig) -> Any:
+    """`node` as plain containers, interpolations of whole nodes (`net: ${model}`) replaced by
+    the node they name, other values as written: the shape of what the config builds."""
+    if isinstance(node, dict):
+        return {k: _expanded(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expanded(v, root) for v in node]
+    if isinstance(node, str) and (ref := re.fullmatch(r"\$\{([\w.]+)\}", node)):
+        target = OmegaConf.select(root, ref[1], default=None, throw_on_resolution_failure=False)
+        if isinstance(target, DictConfig | ListConfig):
+            return _expanded(OmegaConf.to_container(target, resolve=False), root)
+    return node
+
+
+def stored_run(cfg: DictConfig, hparams: Any) -> DictConfig:
+    """The run a reslab checkpoint stored, rebuilt from reslab's own config groups (its group
+    choices, or those chosen on the eval command line) with the stored config's values on top.
+    The stored config gives values only: a `_target_` (or other Hydra key) that differs from
+    what reslab's groups say is refused, so a checkpoint can make reslab build nothing but what
+    its configs build."""
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} holds no reslab run config; was it written by "
+            "reslab-train? (torchvision weights: weights=<file> model=<name> data=<name>)"
+        )
+    source = f"ckpt_path={cfg.ckpt_path}"
+    stored = copy.deepcopy({k: v for k, v in hparams.items() if k != "choices"})
+    stored["model"].pop("weights", None)  # older checkpoints kept `weights` in the model node
+    choices = dict(hparams.get("choices") or {})
+    here = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    choices.update({g: here[g] for g in CHOSEN_GROUPS if here.get(g) is not None})
+    overrides = []
+    for group, option in choices.items():
+        if group not in CHOICES or not isinstance(option, str) or not OPTION.fullmatch(option):
+            raise ConfigError(
+                f"{source}: stored config choices.{group}={option!r} is not an option of "
+                "reslab's config groups"
+            )
+        overrides.append(f"{group}={option}")
+    # Every callback and logger reslab has: the stored run may have used any of them.
+    every = [f"{g}=[{','.join(options(g))}]" for g in ("callbacks", "logger")]
+    schema = compose_train([*overrides, *every])
+    trusted_values(stored, _expanded(OmegaConf.to_container(schema), schema), "", source)
+    schema = compose_train(overrides)
+    stored = {k: v for k, v in stored.items() if k not in FROM_EVAL}
+    for key in CHOSEN_GROUPS:  # a group chosen here replaces the stored one
+        if here.get(key) is not None:
+            stored.pop(key, None)
+    with open_dict(schema):
+        merged = OmegaConf.merge(schema, stored)
+    if "weights" in merged:  # a fine-tuned run's start: the checkpoint replaces it
+        merged.weights = None
+    return merged
 
 
 def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
     """The config to evaluate with: the stored run's (a `ckpt_path` checkpoint), or the eval
     config's own (`weights=`), with the groups chosen on the command line in place of the
     stored ones. Interpolations of a chosen group (`${paths.data_dir}`, `${seed}`,
-    `${augmentation}`) resolve against this merged config."""
+    `${augmentation}`) resolve against this merged config, which is then checked as a
+    command line is."""
     if cfg.get("ckpt_path"):
         hparams = stored.get("hyper_parameters") if isinstance(stored, dict) else None
-        if not hparams or "model" not in hparams:
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} holds no reslab run config; was it written by "
-                "reslab-train? (torchvision weights: weights=<file> model=<name> data=<name>)"
-            )
-        merged = OmegaConf.create(hparams)
-        if "weights" in merged.model:  # a fine-tuned run's start: the checkpoint replaces it
-            merged.model.weights = None
+        merged = stored_run(cfg, hparams)
     else:
         if cfg.get("model") is None or cfg.get("data") is None:
             raise ConfigError("weights=... needs model=<name> and data=<name> (e.g. resnet50)")
@@ -61,6 +134,7 @@ def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
         # `paths.output_dir` is this eval's run dir.
         merged.paths.output_dir = HydraConfig.get().runtime.output_dir
     OmegaConf.resolve(merged)
+    check_targets(merged)
     return merged
 
 
@@ -73,8 +147,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     state_dict = checkpoints.net_weights(stored, f"{source}={cfg[source]}")
     L.seed_everything(run_cfg.get("seed", 0))
     trainer = build_trainer(run_cfg)
-    datamodule = build_datamodule(run_cfg, trainer.world_size)
-    net = build_net(run_cfg, datamodule.num_classes)
+    datamodule = build_datamodule(run_cfg)
+    net = build_net(run_cfg)
     try:
         net.load_state_dict(state_dict)
     except RuntimeError as e:

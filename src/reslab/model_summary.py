@@ -114,7 +114,7 @@ def summary(cfg: DictConfig) -> None:
     size = cfg.input_size
     if not isinstance(size, int) or size < 1:
         raise ConfigError(f"input_size={size!r} is not valid; use a positive integer (32, 224)")
-    model = build_net(cfg, cfg.data.num_classes)
+    model = build_net(cfg)
     rows = summarize(model, (int(cfg.model.get("in_channels", 3)), size, size))
     paper = table1_gflops(cfg.model) if size == 224 else None  # Table 1 is at 224x224
     Console(width=120).print(render(cfg, rows, size, paper))

@@ -18,9 +18,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from reslab import run_record
+from reslab import run_layout, run_record
 from reslab.cli import one_line_errors
 from reslab.errors import ConfigError
+from reslab.scores import TRAIN_ERR_STEP, VAL_ERR
 
 
 @dataclass
@@ -60,11 +61,18 @@ class Run:
 
     @property
     def error(self) -> float | None:
-        """Test error (%) of the run, falling back to its final validation error."""
-        if not self.summary:
-            return None
-        err = self.summary.get("test_err")
-        return err if err is not None else (self.summary.get("val_err") or {}).get("final")
+        """Test error (%) of the run under the final-weights rule (`run_record`): never a
+        minimum over test evaluations."""
+        return (
+            run_record.reported_test_error(self.summary, self.config)[0] if self.summary else None
+        )
+
+    @property
+    def weights(self) -> str | None:
+        """Whose test error `error` is: "final" weights or the "best" held-out checkpoint."""
+        return (
+            run_record.reported_test_error(self.summary, self.config)[1] if self.summary else None
+        )
 
 
 def read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -87,8 +95,8 @@ def load_runs(sweep_dir: Path) -> list[Run]:
         raise ConfigError(f"sweep dir {sweep_dir} does not exist; pass logs/train/multiruns/<time>")
     runs = []
     for run_dir, record, unreadable in run_record.read_sweep(sweep_dir):
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
-        curves = read_curves(run_dir / "csv" / "metrics.csv")
+        config = OmegaConf.to_container(OmegaConf.load(run_layout.config_file(run_dir)))
+        curves = read_curves(run_layout.metrics_csv(run_dir))
         runs.append(Run(run_dir, config, record, curves, unreadable))
     if not runs:
         raise ConfigError(
@@ -181,6 +189,20 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def weights_note(runs: Sequence[Run]) -> str:
+    """Which weights the test errors are of, counted over the table's runs."""
+    done = [r for r in runs if r.status == "completed" and r.error is not None]
+    final = sum(r.weights == "final" for r in done)
+    best = len(done) - final
+    parts = [f"of the final weights ({final} run{'s' * (final != 1)})"] if final else []
+    if best:
+        parts.append(
+            f"of the checkpoint with the lowest error on a validation split held out from "
+            f"training ({best} run{'s' * (best != 1)})"
+        )
+    return f"\nTest error: {', '.join(parts)}.\n" if parts else ""
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -229,10 +251,10 @@ def plot_curves(runs: Sequence[Run]) -> Figure:
             if not group:
                 continue
             name = f"{'ResNet' if residual else 'plain'}-{depth}"
-            train = smooth(mean_curve(group, "train/err_step"))
+            train = smooth(mean_curve(group, TRAIN_ERR_STEP))
             for points, style, width, label in (
                 (train, "--", 1.0, f"{name} train"),
-                (mean_curve(group, "val/err"), "-", 2.0, f"{name} test"),
+                (mean_curve(group, VAL_ERR), "-", 2.0, f"{name} test"),
             ):
                 if points:
                     xs, ys = zip(*points, strict=True)
@@ -318,7 +340,7 @@ def report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(runs)
     issues = problems(runs)
-    text = markdown_table(rows)
+    text = markdown_table(rows) + weights_note(runs)
     if any(r.config.get("paper_error") for r in runs) and not any(r.official_data for r in runs):
         text += (
             "\nThe paper's column is left out: these runs read data that did not pass the "

@@ -16,9 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from reslab import run_record
 from reslab.cli import print_error
 from reslab.errors import ConfigError
+from reslab.run_layout import RUN_FILES
 
-# What a training run leaves in its dir (Hydra's own `.hydra/` and log come before any run).
-RUN_FILES = (run_record.FILE, "checkpoints", "csv/metrics.csv")
 # Set by launchers in the extra processes of one run (DDP ranks, srun tasks): only the first
 # process of a run checks its dir.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")

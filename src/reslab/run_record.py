@@ -15,12 +15,14 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from reslab import run_layout
 from reslab.atomic import write_atomic
 from reslab.callbacks import ErrorTracker
 from reslab.errors import DataError, one_line
 from reslab.flops import count_macs
+from reslab.scores import TEST_ERR, TRAIN_ERR, VAL_ERR
 
-FILE = "summary.json"
+FILE = run_layout.SUMMARY
 
 
 class UnreadableRecord(DataError):
@@ -66,12 +68,45 @@ def read_sweep(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any] | None,
     return out
 
 
-def input_size(datamodule: Any) -> tuple[int, ...] | None:
-    """C, H, W of one training image as the model sees it, None if the data cannot say."""
-    dataset = getattr(datamodule, "train_set", None)
-    if dataset is None or len(dataset) == 0:
-        return None
-    return tuple(dataset[0][0].shape)
+def val_is_test(datamodule: Any) -> bool:
+    """Whether the run validates on its test split (a DataModule that does not say is taken to:
+    the safe side for the rules below)."""
+    return bool(getattr(datamodule, "val_is_test", True))
+
+
+def tested_weights(val_is_test: bool, best_ckpt: str | None) -> tuple[str, str]:
+    """Which weights the test after fitting scores ("final" or "best") and why. A checkpoint
+    chosen by validation error is tested only when validation is held out from training: on the
+    test set, "best" would be a minimum over test evaluations."""
+    if val_is_test:
+        return "final", "validation is the test set, so a best checkpoint is chosen on it"
+    if not best_ckpt:
+        return "final", "no best checkpoint (callbacks.model_checkpoint is off)"
+    return "best", f"lowest {VAL_ERR} on the validation split held out from training"
+
+
+def record_val_is_test(record: dict[str, Any], config: dict[str, Any] | None = None) -> bool:
+    """Whether a record's run validated on the test set: the record says so; for a record that
+    does not, its config decides (CIFAR validates on the test set unless `data.val_size` > 0,
+    ImageFolder data always does)."""
+    if "val_is_test" in record:
+        return bool(record["val_is_test"])
+    return not ((config or {}).get("data") or {}).get("val_size")
+
+
+def reported_test_error(
+    record: dict[str, Any], config: dict[str, Any] | None = None
+) -> tuple[float | None, str | None]:
+    """(test error, "final" or "best") of a record under the final-weights rule, None where it
+    has none. A run that validated on the test set reports its final weights: a record that
+    predates `test_weights` tested its best checkpoint there, so its final validation, which
+    ran on the final weights, is its test error."""
+    val = record.get("val_err") or {}
+    if record_val_is_test(record, config) and record.get("test_weights") != "final":
+        final = val.get("final")
+        return final, None if final is None else "final"
+    err = record.get("test_err")
+    return err, None if err is None else record.get("test_weights", "best")
 
 
 def write_completed(
@@ -81,13 +116,20 @@ def write_completed(
     datamodule: Any,
     wall_time_s: float,
     metrics: dict[str, float],
+    tested: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Depth, residual, params, MACs, best/final train and val error, test error (of the
-    checkpoint with the best val error), iterations, precision, wall time; written by rank 0."""
+    """Depth, residual, params, MACs, best/final train and val error, the test error and which
+    weights it is of (`tested`: `tested_weights`' answer, None when no test ran), iterations,
+    precision, wall time; written by rank 0. With validation on the test set the best val
+    error is left out: a minimum over test evaluations is no result."""
     net = module.net
-    size = input_size(datamodule)
+    size = datamodule.input_size
     tracker = next((c for c in trainer.callbacks if isinstance(c, ErrorTracker)), None)
     errors = (tracker.fit_result or tracker.best_and_final()) if tracker else {}
+    on_test = val_is_test(datamodule)
+    val_err = dict(errors.get(VAL_ERR, {"best": None, "final": None}))
+    if on_test:
+        val_err.pop("best", None)
     record = {
         "run_name": cfg.run_name,
         "status": "completed",
@@ -95,7 +137,7 @@ def write_completed(
         "model": str(cfg.model.get("_target_", "")),
         "depth": cfg.model.get("depth"),
         "residual": bool(cfg.model.get("residual", True)),
-        "dataset": cfg.data.get("name", str(cfg.data.get("_target_", ""))),
+        "dataset": datamodule.name,
         "seed": cfg.seed,
         "params": sum(p.numel() for p in net.parameters()),
         "input_size": list(size) if size else None,
@@ -104,9 +146,12 @@ def write_completed(
         "world_size": trainer.world_size,
         "precision": str(trainer.precision),
         "wall_time_s": round(wall_time_s, 2),
-        "train_err": errors.get("train/err", {"best": None, "final": None}),
-        "val_err": errors.get("val/err", {"best": None, "final": None}),
-        "test_err": metrics.get("test/err"),
+        "train_err": errors.get(TRAIN_ERR, {"best": None, "final": None}),
+        "val_is_test": on_test,
+        "val_err": val_err,
+        "test_err": metrics.get(TEST_ERR),
+        "test_weights": tested[0] if tested else None,
+        "test_weights_why": tested[1] if tested else None,
         "metrics": metrics,
     }
     if trainer.is_global_zero:

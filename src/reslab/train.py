@@ -13,10 +13,10 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from reslab import checkpoints, run_record
+from reslab import checkpoints, run_layout, run_record
 from reslab.builders import build_datamodule, build_module, build_trainer
 from reslab.cli import command
-from reslab.preflight import check_config
+from reslab.preflight import check_built, check_config
 
 log = logging.getLogger("reslab")
 
@@ -27,7 +27,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     it."""
     if cfg.get("ckpt_path"):
         return str(checkpoints.check_lightning(cfg.ckpt_path, "ckpt_path"))
-    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    last = run_layout.last_checkpoint(cfg.paths.output_dir)
     if cfg.get("resume") and last.is_file():
         return str(checkpoints.check_lightning(last, "resume=true: checkpoints/last.ckpt"))
     return None
@@ -49,7 +49,22 @@ def print_config(cfg: DictConfig, run_dir: Path) -> None:
     console = Console(record=True)
     console.print(tree)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config_tree.log").write_text(console.export_text())
+    run_layout.config_tree(run_dir).write_text(console.export_text())
+
+
+def build_run(cfg: DictConfig) -> tuple[L.Trainer, Any, Any]:
+    """Trainer, DataModule (its files checked and read on the node's first process) and
+    LightningModule, with the rules across them checked: every failure that can be found
+    before compute is found here, before the config tree is printed."""
+    L.seed_everything(cfg.seed, workers=True)
+    trainer = build_trainer(cfg)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    if trainer.local_rank == 0:  # the others read the files once fit starts, as Lightning does
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    check_built(trainer, datamodule, module)
+    return trainer, datamodule, module
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -60,20 +75,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s already finished; skipping it (resume=true)", cfg.paths.output_dir)
         return done
     ckpt_path = resume_checkpoint(cfg)
+    trainer, datamodule, module = build_run(cfg)
+    if ckpt_path:  # another architecture's checkpoint is refused before the run starts
+        module.check_architecture(checkpoints.load(ckpt_path, "ckpt_path", weights_only=True))
     print_config(cfg, Path(cfg.paths.output_dir))
-    L.seed_everything(cfg.seed, workers=True)
-    trainer = build_trainer(cfg)
-    datamodule = build_datamodule(cfg, trainer.world_size)
-    module = build_module(cfg, datamodule.num_classes)
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    tested = None
     if cfg.get("test"):
+        # The final weights, unless validation is held out from training (run_record says why).
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        tested = run_record.tested_weights(run_record.val_is_test(datamodule), best or None)
+        ckpt = best if tested[0] == "best" else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     record = run_record.write_completed(
-        cfg, module, trainer, datamodule, time.time() - start, metrics
+        cfg, module, trainer, datamodule, time.time() - start, metrics, tested
     )
     if trainer.is_global_zero:
         log.info("summary: %s", json.dumps(record))
@@ -82,9 +100,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
     """The run's value of `optimized_metric` for a Hydra sweeper: a field of the run record,
-    e.g. `val_err.best` (the best validation error, not the last epoch's)."""
+    e.g. `val_err.final`. None (a failed trial for Optuna) for a number measured on the test
+    set, the test error or a validation error when validation is the test set: a search on it
+    would tune on the test set."""
     key = cfg.get("optimized_metric")
-    value = OmegaConf.select(OmegaConf.create(record), key) if key else None
+    if not key:
+        return None
+    on_test = key.startswith(("test_err", "metrics.test/"))
+    if record.get("val_is_test", True) and key.startswith(("val_err", "metrics.val/")):
+        on_test = True
+    if on_test:
+        log.warning(
+            "optimized_metric=%s is measured on the test set; no value is returned (tune on a "
+            "held-out split: data.val_size=5000 optimized_metric=val_err.final)",
+            key,
+        )
+        return None
+    value = OmegaConf.select(OmegaConf.create(record), key)
     return float(value) if value is not None else None
 
 

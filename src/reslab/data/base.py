@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -10,9 +10,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from reslab.data.augmentation import Augmentation
 from reslab.data.resumable import ResumableDataLoader
 from reslab.data.transforms import StackCrops
 from reslab.distributed import per_device_batch
+from reslab.errors import ConfigError
 
 
 def build_transform(
@@ -29,25 +31,30 @@ def build_transform(
     )
 
 
-def batch_mixer(augmentation: dict[str, Any], num_classes: int) -> v2.Transform | None:
+def batch_mixer(augmentation: Augmentation, num_classes: int) -> v2.Transform | None:
     """MixUp and/or CutMix (one of them per batch) when the augmentation asks for them."""
     mixers = []
-    if augmentation.get("mixup_alpha"):
-        mixers.append(v2.MixUp(alpha=augmentation["mixup_alpha"], num_classes=num_classes))
-    if augmentation.get("cutmix_alpha"):
-        mixers.append(v2.CutMix(alpha=augmentation["cutmix_alpha"], num_classes=num_classes))
+    if augmentation.mixup_alpha:
+        mixers.append(v2.MixUp(alpha=augmentation.mixup_alpha, num_classes=num_classes))
+    if augmentation.cutmix_alpha:
+        mixers.append(v2.CutMix(alpha=augmentation.cutmix_alpha, num_classes=num_classes))
     return v2.RandomChoice(mixers) if mixers else None
 
 
 class ClassificationDataModule(L.LightningDataModule):
-    """Subclasses set `num_classes` and `input_size` (C, H, W of a training image as the model
-    sees it) and fill `train_set`, `val_set`, `test_set` in `setup`. `batch_size` is the global
-    batch of one optimizer step: each of the `world_size` processes loads `device_batch_size`
-    of it per micro-batch (`accumulate_grad_batches` of them per step)."""
+    """Subclasses set `name` (the dataset), `num_classes` and `input_size` (C, H, W of a
+    training image as the model sees it) and fill `train_set`, `val_set`, `test_set` in
+    `setup`. `batch_size` is the global batch of one optimizer step: each of the trainer's
+    processes loads `device_batch_size` of it per micro-batch."""
 
+    name: str
     num_classes: int
     input_size: tuple[int, int, int] | None = None
+    # Validation runs on the test split (not held out from training): its best is then a
+    # minimum over test evaluations, so the run reports the final weights' test error.
+    val_is_test: bool = True
     ten_crop: bool = False
+    in_channels = 3
 
     def __init__(
         self,
@@ -55,15 +62,23 @@ class ClassificationDataModule(L.LightningDataModule):
         num_workers: int,
         mean: Sequence[float],
         std: Sequence[float],
-        augmentation: dict[str, Any] | None,
-        world_size: int = 1,
-        accumulate_grad_batches: int = 1,
+        augmentation: Augmentation | Mapping[str, Any] | None,
     ) -> None:
         super().__init__()
+        per_device_batch(batch_size, 1)  # a positive batch, also when built from Python
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.device_batch_size = per_device_batch(batch_size, world_size, accumulate_grad_batches)
+        for key, values in (("mean", mean), ("std", std)):
+            if len(values) != self.in_channels:
+                raise ConfigError(
+                    f"data.{key}={list(values)} has {len(values)} values; give one per input "
+                    f"channel ({self.in_channels})"
+                )
+        if min(std) <= 0:
+            raise ConfigError(f"data.std={list(std)} must be positive (it divides the pixels)")
         self.mean, self.std = mean, std
-        self.augmentation = dict(augmentation or {})
+        if not isinstance(augmentation, Augmentation):  # the options, from Python
+            augmentation = Augmentation(**(augmentation or {}))
+        self.augmentation = augmentation
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -73,7 +88,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def train_transform(self) -> v2.Compose:
         """This dataset's own augmentation (from the config's parameters), then the config's
         `augmentation.train` transforms, then normalisation."""
-        extra = self.augmentation.get("train") or ()
+        extra = self.augmentation.train
         return build_transform([*self.train_augment(), *extra], self.mean, self.std)
 
     @property
@@ -86,11 +101,27 @@ class ClassificationDataModule(L.LightningDataModule):
     def eval_augment(self) -> list[Any]:
         """Photos: resize the shorter side to `augmentation.resize`, then the centre `size` crop,
         or the paper's 10 crops (4 corners + centre, and their flips) with `ten_crop`."""
-        size, resize = self.augmentation.get("size"), self.augmentation.get("resize")
+        size, resize = self.augmentation.size, self.augmentation.resize
         if not size:
             return []
         crop = [v2.TenCrop(size), StackCrops()] if self.ten_crop else [v2.CenterCrop(size)]
         return [v2.Resize(resize or size, antialias=True), *crop]
+
+    @property
+    def device_batch_size(self) -> int:
+        """This process's share of a step's batch: the trainer says how many processes and
+        micro-batches share it (one of each without a trainer)."""
+        trainer = self.trainer
+        if trainer is None:
+            return self.batch_size
+        return per_device_batch(
+            self.batch_size, trainer.world_size, trainer.accumulate_grad_batches
+        )
+
+    @property
+    def train_size(self) -> int | None:
+        """Training images, once `setup` has read them."""
+        return None if self.train_set is None else len(self.train_set)
 
     def setup(self, stage: str | None = None) -> None:
         self.mixer = batch_mixer(self.augmentation, self.num_classes)

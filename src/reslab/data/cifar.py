@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Sequence
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 from torchvision.transforms import v2
 
+from reslab.data.augmentation import Augmentation
 from reslab.data.base import ClassificationDataModule
 from reslab.data.device import DeviceLoader, check_device_augmentation, tensors
 from reslab.errors import ConfigError, DataError
@@ -48,7 +51,8 @@ class _CIFAR100(_Checked, CIFAR100):
     pass
 
 
-PIPELINES = ("device", "workers")
+Pipeline = Literal["device", "workers"]
+PIPELINES = typing.get_args(Pipeline)
 
 DATASETS: dict[str, tuple[type[CIFAR10], int]] = {
     "cifar10": (_CIFAR10, 10),
@@ -74,29 +78,24 @@ class CIFARDataModule(ClassificationDataModule):
 
     def __init__(
         self,
-        name: str = "cifar10",
+        name: Literal["cifar10", "cifar100"] = "cifar10",
         root: str = "data",
         num_classes: int = 10,
-        batch_size: int = 128,
-        num_workers: int = 2,
-        val_size: int = 0,
+        batch_size: Annotated[int, Field(ge=1)] = 128,
+        num_workers: Annotated[int, Field(ge=0)] = 2,
+        val_size: Annotated[int, Field(ge=0)] = 0,
         download: bool = True,
         verify_md5: bool = True,
         mean: Sequence[float] = (0.4914, 0.4822, 0.4465),
         std: Sequence[float] = (0.2470, 0.2435, 0.2616),
-        augmentation: dict[str, Any] | None = None,
-        pipeline: str = "device",
+        augmentation: Augmentation | Mapping[str, Any] | None = None,
+        pipeline: Pipeline = "device",
         seed: int = 0,
-        world_size: int = 1,
-        accumulate_grad_batches: int = 1,
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, mean, std, augmentation, world_size, accumulate_grad_batches
-        )
+        super().__init__(batch_size, num_workers, mean, std, augmentation)
         if pipeline not in PIPELINES:
             raise ConfigError(f"data.pipeline={pipeline!r} is not valid; choose one of {PIPELINES}")
-        self.pad = int(self.augmentation.get("pad") or 0)
-        self.flip = float(self.augmentation.get("flip") or 0.0)
+        self.pad, self.flip = self.augmentation.pad, self.augmentation.flip
         if pipeline == "device":
             check_device_augmentation(self.augmentation)
         self.pipeline, self.seed = pipeline, seed
@@ -110,6 +109,7 @@ class CIFARDataModule(ClassificationDataModule):
         self.cls, self.name, self.root = cls, name, Path(root).expanduser()
         self.num_classes, self.input_size = num_classes, (3, 32, 32)
         self.val_size, self.download, self.verify_md5 = val_size, download, verify_md5
+        self.val_is_test = val_size == 0
 
     def train_augment(self) -> list[Any]:
         """The paper's: zero-pad `pad` pixels, random 32x32 crop, flip with probability `flip`."""
@@ -159,6 +159,11 @@ class CIFARDataModule(ClassificationDataModule):
         if self.train_set is not None:
             return
         train = self._read(train=True, transform=self.train_transform)
+        if self.val_size >= len(train):
+            raise ConfigError(
+                f"data.val_size={self.val_size} leaves no training image of the {len(train)} "
+                f"in {self.folder}; use a smaller data.val_size (5000 for the paper's 45k/5k)"
+            )
         self.test_set = self._read(train=False, transform=self.eval_transform)
         if self.val_size:
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from reslab.data.augmentation import Augmentation
 from reslab.errors import ConfigError
 
 
@@ -117,11 +118,10 @@ class DeviceLoader:
         self.generator.set_state(state["rng"])
 
 
-def check_device_augmentation(augmentation: dict[str, Any]) -> None:
+def check_device_augmentation(augmentation: Augmentation) -> None:
     """This path runs the paper's pad-crop-flip (`augmentation.pad`, `augmentation.flip`) on
     whole batches; per-image transforms and photo resizing are refused, not ignored."""
-    keys = ("train", "size", "mixup_alpha", "cutmix_alpha")
-    if any(augmentation.get(k) for k in keys):
+    if not augmentation.per_batch_only:
         raise ConfigError(
             "data.pipeline=device runs the pad-crop-flip augmentations (augmentation=cifar or "
             "none) only; set data.pipeline=workers for this augmentation"

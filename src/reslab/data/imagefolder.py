@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder, ImageNet
 
+from reslab.data.augmentation import Augmentation
 from reslab.data.base import ClassificationDataModule
 from reslab.errors import ConfigError, DataError
 
-FORMATS = ("folder", "ilsvrc2012")
+Format = Literal["folder", "ilsvrc2012"]
+FORMATS = typing.get_args(Format)
 ILSVRC_FILES = (
     "ILSVRC2012_devkit_t12.tar.gz",
     "ILSVRC2012_img_train.tar",
@@ -34,6 +38,32 @@ def class_dirs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
+def count_classes(root: str, format: str = "folder") -> int:
+    """The class count of the data in `root`: the config's `data.num_classes` of an
+    ImageFolder (`${class_count:...}`), so the model's head follows the data."""
+    root_dir = Path(root).expanduser()
+    if format not in FORMATS:
+        raise ConfigError(f"data.format={format!r} is not valid; choose one of {list(FORMATS)}")
+    if format == "ilsvrc2012":
+        missing = [f for f in ILSVRC_FILES if not (root_dir / f).is_file()]
+        if missing and not (root_dir / "meta.bin").is_file():
+            raise DataError(
+                f"ILSVRC2012 archives not found in {root_dir} (missing {', '.join(missing)}); "
+                "download them from https://image-net.org (login required) into data.root"
+            )
+        return 1000
+    train, val = class_dirs(root_dir / "train"), class_dirs(root_dir / "val")
+    if not train or not val:
+        raise DataError(
+            f"no ImageFolder data in {root_dir}: expected train/<class>/*.JPEG and "
+            "val/<class>/*.JPEG (set data.root, or DATA_DIR)"
+        )
+    if train != val:
+        only = sorted(set(train) ^ set(val))
+        raise DataError(f"{root_dir}/train and val have different classes: {only[:5]}")
+    return len(train)
+
+
 class ImageFolderDataModule(ClassificationDataModule):
     """`root/train/<class>/*.JPEG` and `root/val/<class>/*.JPEG` (format `folder`), or the
     official ILSVRC2012 archives in `root` through torchvision's ImageNet (format
@@ -47,52 +77,27 @@ class ImageFolderDataModule(ClassificationDataModule):
     def __init__(
         self,
         root: str = "data/imagenet",
-        format: str = "folder",
+        format: Format = "folder",
         num_classes: int | None = None,
-        batch_size: int = 256,
-        num_workers: int = 8,
+        batch_size: Annotated[int, Field(ge=1)] = 256,
+        num_workers: Annotated[int, Field(ge=0)] = 8,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
-        augmentation: dict[str, Any] | None = None,
+        augmentation: Augmentation | Mapping[str, Any] | None = None,
         ten_crop: bool = False,
-        world_size: int = 1,
-        accumulate_grad_batches: int = 1,
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, mean, std, augmentation, world_size, accumulate_grad_batches
-        )
+        super().__init__(batch_size, num_workers, mean, std, augmentation)
         self.ten_crop = ten_crop
-        size = self.augmentation.get("size")
+        size = self.augmentation.size
         self.input_size = (3, size, size) if size else None
-        if format not in FORMATS:
-            raise ConfigError(f"data.format={format!r} is not valid; choose one of {list(FORMATS)}")
         self.root, self.format = Path(root).expanduser(), format
-        self.num_classes = self._count_classes()
+        self.name = self.root.name
+        self.num_classes = count_classes(str(self.root), format)
         if num_classes is not None and num_classes != self.num_classes:
             raise ConfigError(
                 f"data.num_classes={num_classes} but {self.root} has {self.num_classes} classes; "
-                "set data.num_classes=null to take the count from the data"
+                "drop data.num_classes to take the count from the class folders"
             )
-
-    def _count_classes(self) -> int:
-        if self.format == "ilsvrc2012":
-            missing = [f for f in ILSVRC_FILES if not (self.root / f).is_file()]
-            if missing and not (self.root / "meta.bin").is_file():
-                raise DataError(
-                    f"ILSVRC2012 archives not found in {self.root} (missing {', '.join(missing)}); "
-                    "download them from https://image-net.org (login required) into data.root"
-                )
-            return 1000
-        train, val = class_dirs(self.root / "train"), class_dirs(self.root / "val")
-        if not train or not val:
-            raise DataError(
-                f"no ImageFolder data in {self.root}: expected train/<class>/*.JPEG and "
-                "val/<class>/*.JPEG (set data.root, or DATA_DIR)"
-            )
-        if train != val:
-            only = sorted(set(train) ^ set(val))
-            raise DataError(f"{self.root}/train and val have different classes: {only[:5]}")
-        return len(train)
 
     def _dataset(self, split: str, transform: Any) -> Dataset:
         if self.format == "ilsvrc2012":

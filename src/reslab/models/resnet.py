@@ -9,9 +9,10 @@ options of the same class, not copies of it.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +23,11 @@ from reslab.errors import ConfigError
 
 Shortcut = Literal["A", "B", "C", "D"]
 Stem = Literal["cifar", "imagenet", "deep"]
+Block = Literal["basic", "bottleneck", "inverted"]
+Attention = Literal["se"] | None
 
-SHORTCUTS = ("A", "B", "C", "D")
-STEMS = ("cifar", "imagenet", "deep")
+SHORTCUTS = typing.get_args(Shortcut)
+STEMS = typing.get_args(Stem)
 ATTENTIONS = (None, "se")
 SE_REDUCTION = 16  # Hu et al. 2018: r = 16 is their accuracy/cost trade-off for every SE-ResNet
 
@@ -261,11 +264,11 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: str = "basic",
+        block: Block = "basic",
         layers: Sequence[int] = (3, 3, 3),
         widths: Sequence[int] = (16, 32, 64),
-        stem: str = "cifar",
-        shortcut: str = "A",
+        stem: Stem = "cifar",
+        shortcut: Shortcut = "A",
         residual: bool = True,
         num_classes: int = 10,
         zero_init_residual: bool = False,
@@ -274,7 +277,7 @@ class ResNet(nn.Module):
         preact: bool = False,
         groups: int = 1,
         base_width: int = 64,
-        attention: str | None = None,
+        attention: Attention = None,
         dropout: float = 0.0,
         drop_path: float = 0.0,
         expand_ratio: int = 6,
@@ -411,16 +414,22 @@ CIFAR_DEPTHS = {
 def cifar_resnet(
     depth: int = 20,
     residual: bool = True,
-    shortcut: str = "A",
+    shortcut: Shortcut = "A",
     num_classes: int = 10,
     zero_init_residual: bool = False,
     widths: Sequence[int] = (16, 32, 64),
-    block: str = "basic",
-    **options: Any,
+    block: Block = "basic",
+    preact: bool = False,
+    groups: int = 1,
+    base_width: int = 64,
+    attention: Attention = None,
+    dropout: float = 0.0,
+    drop_path: float = 0.0,
+    expand_ratio: int = 6,
 ) -> ResNet:
     """The paper's CIFAR nets: 6n+2 layers, three stages of n basic blocks at 16/32/64; with
     3-conv blocks (bottleneck, inverted) 9n+2 layers (He et al. 2016's ResNet-164/1001, ResNeXt-29).
-    `options` are the family options of `ResNet` (preact, groups, attention, drop_path, ...)."""
+    The rest are the family options of `ResNet`."""
     _check_choice("block", block, tuple(BLOCKS))
     per_stage = 3 * CONVS_PER_BLOCK[block]
     if not isinstance(depth, int) or depth < per_stage + 2 or (depth - 2) % per_stage:
@@ -429,16 +438,10 @@ def cifar_resnet(
         )
     n = (depth - 2) // per_stage
     return ResNet(
-        block,
-        (n, n, n),
-        widths,
-        "cifar",
-        shortcut,
-        residual,
-        num_classes,
-        zero_init_residual,
-        **options,
-    )
+        block, (n, n, n), widths, "cifar", shortcut, residual, num_classes, zero_init_residual,
+        preact=preact, groups=groups, base_width=base_width, attention=attention,
+        dropout=dropout, drop_path=drop_path, expand_ratio=expand_ratio,
+    )  # fmt: skip
 
 
 def wide_cifar_resnet(
@@ -446,11 +449,11 @@ def wide_cifar_resnet(
     widen_factor: int = 10,
     dropout: float = 0.0,
     residual: bool = True,
-    shortcut: str = "B",
+    shortcut: Shortcut = "B",
     preact: bool = True,
     num_classes: int = 10,
     zero_init_residual: bool = False,
-    **options: Any,
+    drop_path: float = 0.0,
 ) -> ResNet:
     """WRN-d-k (Zagoruyko & Komodakis 2016): 6n+4 layers (the 3 projections count), pre-activation
     basic blocks at 16k/32k/64k after a 16-channel stem, dropout between the convs."""
@@ -463,32 +466,27 @@ def wide_cifar_resnet(
         raise ConfigError(f"model.widen_factor={widen_factor} must be a positive integer")
     n, k = (depth - 4) // 6, widen_factor
     return ResNet(
-        "basic",
-        (n, n, n),
-        (16 * k, 32 * k, 64 * k),
-        "cifar",
-        shortcut,
-        residual,
-        num_classes,
-        zero_init_residual,
-        stem_width=16,
-        preact=preact,
-        dropout=dropout,
-        **options,
-    )
+        "basic", (n, n, n), (16 * k, 32 * k, 64 * k), "cifar", shortcut, residual, num_classes,
+        zero_init_residual, stem_width=16, preact=preact, dropout=dropout, drop_path=drop_path,
+    )  # fmt: skip
 
 
 def imagenet_resnet(
     depth: int = 18,
     residual: bool = True,
-    shortcut: str = "B",
+    shortcut: Shortcut = "B",
     num_classes: int = 1000,
     zero_init_residual: bool = False,
     widths: Sequence[int] = (64, 128, 256, 512),
-    stem: str = "imagenet",
-    **options: Any,
+    stem: Stem = "imagenet",
+    preact: bool = False,
+    groups: int = 1,
+    base_width: int = 64,
+    attention: Attention = None,
+    dropout: float = 0.0,
+    drop_path: float = 0.0,
 ) -> ResNet:
-    """The paper's ImageNet nets (Table 1): depth 18/34 basic, 50/101/152 bottleneck. `options`
+    """The paper's ImageNet nets (Table 1): depth 18/34 basic, 50/101/152 bottleneck. The rest
     are the family options of `ResNet`: ResNeXt-50 32x4d is depth 50, groups 32, base_width 4."""
     if depth not in IMAGENET_DEPTHS:
         raise ConfigError(
@@ -497,13 +495,7 @@ def imagenet_resnet(
         )
     block, layers = IMAGENET_DEPTHS[depth]
     return ResNet(
-        block,
-        layers,
-        widths,
-        stem,
-        shortcut,
-        residual,
-        num_classes,
-        zero_init_residual,
-        **options,
-    )
+        block, layers, widths, stem, shortcut, residual, num_classes, zero_init_residual,
+        preact=preact, groups=groups, base_width=base_width, attention=attention,
+        dropout=dropout, drop_path=drop_path,
+    )  # fmt: skip

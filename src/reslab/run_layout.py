@@ -1,0 +1,44 @@
+"""Where each file of a run lives in its run dir: the one owner of the layout. The modules
+that write or read a run's files ask here; the configs reach the same names through the
+`${layout:NAME}` resolver (`configs/callbacks/default.yaml`, `configs/logger/csv.yaml`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHECKPOINTS = "checkpoints"  # best.ckpt and last.ckpt
+BEST = "best"  # ModelCheckpoint's file name (Lightning adds .ckpt)
+LAST = "last"  # what resume continues from
+CSV = "csv"  # the CSV logger's dir: csv/metrics.csv
+SUMMARY = "summary.json"  # the run record (reslab.run_record)
+CONFIG = ".hydra/config.yaml"  # Hydra's copy of the composed config
+CONFIG_TREE = "config_tree.log"  # the resolved config as printed
+
+
+def layout(name: str) -> str:
+    """A name of the layout for the configs, e.g. `${layout:checkpoints}`."""
+    return {"checkpoints": CHECKPOINTS, "best": BEST, "last": LAST, "csv": CSV}[name]
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    return Path(run_dir, CHECKPOINTS, f"{LAST}.ckpt")
+
+
+def metrics_csv(run_dir: str | Path) -> Path:
+    return Path(run_dir, CSV, "metrics.csv")
+
+
+def summary(run_dir: str | Path) -> Path:
+    return Path(run_dir, SUMMARY)
+
+
+def config_file(run_dir: str | Path) -> Path:
+    return Path(run_dir, CONFIG)
+
+
+def config_tree(run_dir: str | Path) -> Path:
+    return Path(run_dir, CONFIG_TREE)
+
+
+# What a training run leaves in its dir (Hydra's own `.hydra/` and log come before any run).
+RUN_FILES = (SUMMARY, CHECKPOINTS, f"{CSV}/metrics.csv")
