@@ -193,6 +193,7 @@ def test_documented_eval_command_builds_its_run(
         {
             "logs/train/runs/<run>/checkpoints/best.ckpt": str(checkpoint),
             "<run>/checkpoints/best.ckpt": str(checkpoint),
+            "<run>/checkpoints/last.ckpt": str(checkpoint),
             "ckpt_path=...": f"ckpt_path={checkpoint}",
             "/path/to/resnet50-0676ba61.pth": str(weights),
             "/elsewhere": str(cifar10_root),
