@@ -164,3 +164,18 @@ def test_resume_and_fine_tuning_never_read_targets_from_a_checkpoint(
     tuned = tmp_path / "tuned"
     record = train(compose_run(tuned, cifar10_root, [*RUN, f"weights={ckpt}"]))
     assert record["steps"] == 2 and not marker.exists()
+
+
+def test_ten_crop_needs_a_datamodule_that_takes_it(
+    trained: Path, cifar10_root: Path, tmp_path: Path, eval_in_process
+) -> None:
+    """Whether the data can evaluate 10 crops is read from its DataModule's signature."""
+    run = eval_in_process(
+        [f"ckpt_path={trained}", "ten_crop=true", f"hydra.run.dir={tmp_path / 'e'}"],
+        cifar10_root,
+        tmp_path,
+    )
+    assert run.code == 2
+    assert "reslab: error: ten_crop=true is the ImageNet protocol; use it with ImageNet data" in (
+        run.err
+    )

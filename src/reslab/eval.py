@@ -5,6 +5,7 @@ torchvision ResNet weights (`weights=` a local .pth, with `model=` and `data=`).
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from reslab.builders import CHOICES, build_datamodule, build_net, build_trainer
 from reslab.classifier import ImageClassifier
 from reslab.cli import command
 from reslab.errors import ConfigError, one_line
-from reslab.schema import check_targets, trusted_values
+from reslab.schema import check_targets, import_target, trusted_values
 
 log = logging.getLogger("reslab")
 # Groups a user may pick on the eval command line to replace the stored run's (`data=cifar10`
@@ -126,7 +127,8 @@ def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
         for key in FROM_EVAL:
             merged[key] = cfg.get(key)
         if cfg.ten_crop:
-            if "ImageFolder" not in str(merged.data.get("_target_")):
+            data_cls = import_target("data", merged.data._target_)
+            if "ten_crop" not in inspect.signature(data_cls).parameters:
                 raise ConfigError(
                     "ten_crop=true is the ImageNet protocol; use it with ImageNet data"
                 )
