@@ -91,19 +91,18 @@ def stored_run(cfg: DictConfig, hparams: Any) -> DictConfig:
                 "reslab's config groups"
             )
         overrides.append(f"{group}={option}")
-    # Every callback and logger reslab has: the stored run may have used any of them.
+    # Every callback and logger reslab has (the stored run may have used any of them); the
+    # eval's own replace them below.
     every = [f"{g}=[{','.join(options(g))}]" for g in ("callbacks", "logger")]
     schema = compose_train([*overrides, *every])
     trusted_values(stored, _expanded(OmegaConf.to_container(schema), schema), "", source)
-    schema = compose_train(overrides)
     stored = {k: v for k, v in stored.items() if k not in FROM_EVAL}
     for key in CHOSEN_GROUPS:  # a group chosen here replaces the stored one
         if here.get(key) is not None:
             stored.pop(key, None)
     with open_dict(schema):
         merged = OmegaConf.merge(schema, stored)
-    if "weights" in merged:  # a fine-tuned run's start: the checkpoint replaces it
-        merged.weights = None
+    merged.weights = None  # a fine-tuned run's start: the checkpoint replaces it
     return merged
 
 

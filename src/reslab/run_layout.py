@@ -28,10 +28,6 @@ def metrics_csv(run_dir: str | Path) -> Path:
     return Path(run_dir, CSV, "metrics.csv")
 
 
-def summary(run_dir: str | Path) -> Path:
-    return Path(run_dir, SUMMARY)
-
-
 def config_file(run_dir: str | Path) -> Path:
     return Path(run_dir, CONFIG)
 
