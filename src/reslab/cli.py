@@ -21,6 +21,7 @@ from reslab.devices import default_precision
 from reslab.errors import ReslabError, one_line
 from reslab.models.names import arch_name
 from reslab.run_layout import layout
+from reslab.run_lock import release
 from reslab.scores import config_metric
 
 # The configs ship inside the package (configs/ at the top of the repository, see
@@ -148,7 +149,14 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callabl
         @functools.wraps(fn)
         def main() -> None:
             start()
-            task()
+            refused = False
+            try:
+                task()
+            except SystemExit as e:
+                refused = e.code == 2  # a ReslabError: a refused command leaves no new dir
+                raise
+            finally:
+                release(refused)
 
         return main
 

@@ -13,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from reslab import run_record
+from reslab import run_lock, run_record
 from reslab.cli import print_error
 from reslab.errors import ConfigError
 from reslab.run_layout import RUN_FILES
@@ -96,11 +96,9 @@ class RunDirs(Callback):
                 f"resume=true but there is no run to resume in {run_dir}; point at the run: "
                 "hydra.run.dir=logs/train/runs/<run> resume=true"
             )
-        if not config.get("resume") and (found := holds_run(run_dir)):
-            raise ConfigError(
-                f"{run_dir} already holds a run ({found}); continue it with resume=true, or "
-                "drop hydra.run.dir for a fresh dir"
-            )
+        _refuse_a_held_run(config, run_dir)  # before anything is written there
+        run_lock.hold(run_dir, "run", "give another hydra.run.dir")
+        _refuse_a_held_run(config, run_dir)  # one that started in the meantime
 
     @staticmethod
     def _check_sweep(config: DictConfig) -> None:
@@ -111,13 +109,27 @@ class RunDirs(Callback):
                 f"resume=true but there is no sweep to resume in {sweep_dir}; point at it: "
                 "hydra.sweep.dir=logs/train/multiruns/<sweep> resume=true"
             )
-        if not config.get("resume") and sweep_dir.is_dir():
-            for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-                if found := holds_run(run_dir):
-                    raise ConfigError(
-                        f"{sweep_dir} already holds a sweep's runs ({run_dir.name}/{found}); "
-                        "continue it with resume=true, or drop hydra.sweep.dir for a fresh dir"
-                    )
-        # The sweeper may keep its own state there before the first job starts (the Optuna
-        # search's study database).
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        _refuse_a_held_sweep(config, sweep_dir)
+        # Made here: the sweeper may keep its own state there before the first job starts
+        # (the Optuna search's study database).
+        run_lock.hold(sweep_dir, "sweep", "give another hydra.sweep.dir")
+        _refuse_a_held_sweep(config, sweep_dir)
+
+
+def _refuse_a_held_run(config: DictConfig, run_dir: Path) -> None:
+    if not config.get("resume") and (found := holds_run(run_dir)):
+        raise ConfigError(
+            f"{run_dir} already holds a run ({found}); continue it with resume=true, or "
+            "drop hydra.run.dir for a fresh dir"
+        )
+
+
+def _refuse_a_held_sweep(config: DictConfig, sweep_dir: Path) -> None:
+    if config.get("resume") or not sweep_dir.is_dir():
+        return
+    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        if found := holds_run(run_dir):
+            raise ConfigError(
+                f"{sweep_dir} already holds a sweep's runs ({run_dir.name}/{found}); "
+                "continue it with resume=true, or drop hydra.sweep.dir for a fresh dir"
+            )

@@ -13,6 +13,7 @@ CSV = "csv"  # the CSV logger's dir: csv/metrics.csv
 SUMMARY = "summary.json"  # the run record (reslab.run_record)
 CONFIG = ".hydra/config.yaml"  # Hydra's copy of the composed config
 CONFIG_TREE = "config_tree.log"  # the resolved config as printed
+LOCK = ".lock"  # held by the one process writing the run or sweep (reslab.run_lock)
 
 
 def layout(name: str) -> str:
