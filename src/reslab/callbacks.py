@@ -331,3 +331,26 @@ class EMA(EMAWeightAveraging):
     ) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class ValidateAtEnd(Callback):
+    """Every run validates at its end as well as on its schedule, so each run dir has a
+    validation error and a `best.ckpt`, runs shorter than an epoch (`debug=fast`) included.
+    After the last optimizer step it asks Lightning to stop, which validates a stop it is asked
+    for (as for early stopping), in an epoch it would not validate too."""
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        last_epoch = 0 < (trainer.max_epochs or 0) <= trainer.current_epoch + 1
+        if last_step or (last_epoch and last_batch):
+            if trainer.check_val_every_n_epoch is not None:
+                trainer.check_val_every_n_epoch = 1
+            trainer.should_stop = True
