@@ -57,7 +57,7 @@ def test_multirun_on_ddp_runs_each_job_once_on_two_processes(
         assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran in this dir
         assert "train/loss_epoch" in (sweep / job / "csv" / "metrics.csv").read_text()
     out = proc.stdout + proc.stderr
-    assert out.count("summary: ") == 2  # rank 0 reports once per job, ranks 1 never
+    assert out.count("_seed0 completed: ") == 2  # rank 0 reports once per job, ranks 1 never
 
 
 def test_global_batch_must_split_over_the_processes(cifar10_root: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -16,6 +17,7 @@ from lightning.pytorch.callbacks import (
     Callback,
     EMAWeightAveraging,
     ModelCheckpoint,
+    ProgressBar,
     RichProgressBar,
 )
 from lightning.pytorch.trainer.states import TrainerFn
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from reslab import run_layout
 from reslab.errors import ConfigError, ReslabError
-from reslab.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_LOSS, VAL_ERR
+from reslab.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, TRAIN_LOSS, VAL_ERR
 
 log = logging.getLogger("reslab")
 
@@ -218,6 +220,78 @@ class LossProgressBar(RichProgressBar):
         return metrics
 
 
+class ProgressLines(ProgressBar):
+    """Progress as log lines (stdout and `train.log`) every `every_s` seconds, and after each
+    validation, for runs whose stdout is no terminal (nohup, tee, SLURM, CI), where a live bar
+    shows nothing until the run ends:
+
+        step 1200/64000 (epoch 3): loss 0.853, train err 28.1%, 2,450 img/s, 41m 10s left
+
+    Each line reads the loss from the device once; the training error is the mean of the
+    last logging window (`train/err_step`) once there is one."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s, self.enabled = every_s, True
+        self._at, self._step, self._images = 0.0, 0, 0
+
+    def disable(self) -> None:  # Lightning disables the bar on every rank but the first
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._at, self._step, self._images = time.monotonic(), trainer.global_step, 0
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._images += len(batch[-1]) * trainer.world_size
+        now = time.monotonic()
+        if not self.enabled or now - self._at < self.every_s:
+            return
+        steps, total = trainer.global_step, trainer.estimated_stepping_batches
+        rate = (steps - self._step) / (now - self._at)
+        parts = []
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            parts.append(f"loss {loss.item():.3f}")
+        err = trainer.callback_metrics.get(TRAIN_ERR_STEP)
+        if err is not None:
+            parts.append(f"train err {float(err):.1f}%")
+        parts.append(f"{self._images / (now - self._at):,.0f} img/s")
+        if rate > 0 and math.isfinite(total):
+            parts.append(f"{duration((total - steps) / rate)} left")
+        total_text = f"/{int(total)}" if math.isfinite(total) else ""
+        log.info("step %d%s (epoch %d): %s", steps, total_text, trainer.current_epoch,
+                 ", ".join(parts))  # fmt: skip
+        self._at, self._step, self._images = now, steps, 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        err = trainer.callback_metrics.get(VAL_ERR)
+        if self.enabled and not trainer.sanity_checking and err is not None:
+            log.info("step %d (epoch %d): val err %.2f%%", trainer.global_step,
+                     trainer.current_epoch, float(err))  # fmt: skip
+
+
+def duration(seconds: float) -> str:
+    """`1h 02m`, `4m 10s`, `9s`."""
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m" if hours else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def progress_bar(every_s: float = 30.0) -> ProgressBar:
+    """The live bar in a terminal; progress lines every `every_s` seconds elsewhere."""
+    return LossProgressBar() if sys.stdout.isatty() else ProgressLines(every_s)
+
+
 class ErrorWarmup(Callback):
     """He et al. 2015, ResNet-110: train at `lr` until the training error drops below
     `until_train_err` percent (about 400 iterations), then at the optimizer's own lr. A
@@ -301,6 +375,28 @@ class ErrorTracker(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history.update(state_dict.get("history", {}))
+
+
+class WallTime(Callback):
+    """The training time of the earlier sessions of a resumed run, each up to its last
+    checkpoint (a session's time after that was lost with its work), so the record keeps the
+    total and its segments. Saved in every checkpoint; restored only when a fit continues
+    (`trainer.test` of `best.ckpt` restores callback states too)."""
+
+    def __init__(self) -> None:
+        self.previous: list[float] = []
+        self._loaded: list[float] = []
+        self._start: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.previous, self._start = list(self._loaded), time.monotonic()
+
+    def state_dict(self) -> dict[str, Any]:
+        now = [] if self._start is None else [round(time.monotonic() - self._start, 2)]
+        return {"segments_s": [*self.previous, *now]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loaded = list(state_dict.get("segments_s", []))
 
 
 class EMA(EMAWeightAveraging):

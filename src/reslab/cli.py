@@ -137,9 +137,12 @@ def _task_in_worker(fn: Callable[[DictConfig], Any]) -> Task:
     return Task(fn)
 
 
-def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
+def command(
+    config_name: str, argv: Callable[[list[str]], list[str]] | None = None
+) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
     """`main = command("train")(fn)`: the console-script entry point that starts the process,
-    composes `configs/<config_name>.yaml` with the command line and runs `fn(cfg)`."""
+    composes `configs/<config_name>.yaml` with the command line (rewritten by `argv` first,
+    if given) and runs `fn(cfg)`."""
 
     def wrap(fn: Callable[[DictConfig], Any]) -> Callable[[], None]:
         task = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
@@ -151,6 +154,8 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callabl
             start()
             refused = False
             try:
+                if argv is not None:
+                    sys.argv = one_line_errors(argv)(sys.argv)
                 task()
             except SystemExit as e:
                 refused = e.code == 2  # a ReslabError: a refused command leaves no new dir

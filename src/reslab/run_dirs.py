@@ -10,17 +10,60 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from reslab import run_lock, run_record
 from reslab.cli import print_error
 from reslab.errors import ConfigError
-from reslab.run_layout import RUN_FILES
+from reslab.run_layout import OVERRIDES, RUN_FILES
 
 # Set by launchers in the extra processes of one run (DDP ranks, srun tasks): only the first
 # process of a run checks its dir.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+# What a resumed run may change: its length (train longer).
+RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.max_epochs")
+
+
+def expand_resume(argv: list[str]) -> list[str]:
+    """`resume=<run dir>`: the run's own overrides (its `.hydra/overrides.yaml`), then
+    `hydra.run.dir=<run dir> resume=true` and the rest of the command line, where a value given
+    again must agree with the run's (its length excepted); `resume=true|false` pass as they
+    are."""
+    at = [i for i, arg in enumerate(argv) if arg.startswith("resume=")]
+    value = argv[at[-1]].removeprefix("resume=") if at else ""
+    if value.lower() in ("", "true", "false", "null"):
+        return argv
+    run_dir = Path(value).expanduser().absolute()
+    if "-m" in argv or "--multirun" in argv:
+        raise ConfigError(
+            f"resume={value} continues one run; continue a sweep with its overrides and "
+            "hydra.sweep.dir=<sweep dir> resume=true"
+        )
+    saved_file = run_dir / OVERRIDES
+    if not saved_file.is_file():
+        raise ConfigError(
+            f"resume={value}: {run_dir} is no run dir (no {OVERRIDES}); pass a run's dir, e.g. "
+            "resume=logs/train/runs/<run>"
+        )
+    parser = OverridesParser.create()
+    saved = [o for o in yaml.safe_load(saved_file.read_text()) or [] if not o.startswith("resume=")]
+    rest = [a for i, a in enumerate(argv[1:], 1) if i not in at]
+    theirs = {o.key_or_group: o for o in parser.parse_overrides(saved)}
+    given = {o.key_or_group: o for o in parser.parse_overrides([a for a in rest if a[0] != "-"])}
+    for key, new in given.items():
+        if key in theirs and key not in RESUME_MAY_CHANGE and new.value() != theirs[key].value():
+            raise ConfigError(
+                f"resume={value}: {new.input_line} differs from the run's "
+                f"{theirs[key].input_line}; a resumed run keeps its config (only "
+                f"{' and '.join(RESUME_MAY_CHANGE)} may change), or start a new run"
+            )
+    kept = [o.input_line for key, o in theirs.items() if key not in given]
+    return [argv[0], *kept, f"hydra.run.dir={run_dir}", "resume=true", *rest]
 
 
 def holds_run(run_dir: Path) -> str | None:
@@ -64,8 +107,13 @@ class RunDirs(Callback):
         self._exit_on_error(self._check_sweep, config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        failed = []
-        for run_dir, record, unreadable in run_record.read_sweep(str(config.hydra.sweep.dir)):
+        failed, sweep_dir = [], Path(str(config.hydra.sweep.dir)).absolute()
+        jobs = run_record.read_sweep(str(sweep_dir))
+        print(
+            f"reslab: sweep of {len(jobs)} job(s) ended in {sweep_dir}\n"
+            f"  report    reslab-report {sweep_dir}"
+        )
+        for run_dir, record, unreadable in jobs:
             if unreadable:
                 failed.append(f"{run_dir}: {unreadable}")
             elif record is None:

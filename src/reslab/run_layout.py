@@ -12,6 +12,7 @@ LAST = "last"  # what resume continues from
 CSV = "csv"  # the CSV logger's dir: csv/metrics.csv
 SUMMARY = "summary.json"  # the run record (reslab.run_record)
 CONFIG = ".hydra/config.yaml"  # Hydra's copy of the composed config
+OVERRIDES = ".hydra/overrides.yaml"  # the command line's overrides, as Hydra saves them
 CONFIG_TREE = "config_tree.log"  # the resolved config as printed
 LOCK = ".lock"  # held by the one process writing the run or sweep (reslab.run_lock)
 
@@ -23,6 +24,10 @@ def layout(name: str) -> str:
 
 def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir, CHECKPOINTS, f"{LAST}.ckpt")
+
+
+def best_checkpoint(run_dir: str | Path) -> Path:
+    return Path(run_dir, CHECKPOINTS, f"{BEST}.ckpt")
 
 
 def metrics_csv(run_dir: str | Path) -> Path:

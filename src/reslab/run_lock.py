@@ -63,3 +63,17 @@ def release(refused: bool = False) -> None:
         del _held[run_dir]
         if refused and made and not _started(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def is_held(run_dir: Path) -> bool:
+    """Whether a live process holds `run_dir` now (a run still running)."""
+    path = run_dir / LOCK
+    if not path.is_file():
+        return False
+    with open(path) as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(file, fcntl.LOCK_UN)
+    return False

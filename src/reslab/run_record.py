@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from reslab import run_layout
 from reslab.atomic import write_atomic
-from reslab.callbacks import ErrorTracker
+from reslab.callbacks import ErrorTracker, WallTime
 from reslab.errors import DataError, one_line
 from reslab.flops import count_macs
 from reslab.scores import TEST_ERR, TRAIN_ERR, VAL_ERR
@@ -120,12 +120,15 @@ def write_completed(
 ) -> dict[str, Any]:
     """Depth, residual, params, MACs, best/final train and val error, the test error and which
     weights it is of (`tested`: `tested_weights`' answer, None when no test ran), iterations,
-    precision, wall time; written by rank 0. With validation on the test set the best val
+    precision, wall time (`wall_time_s`: this session's plus a resumed run's earlier sessions,
+    `wall_time_segments_s`); written by rank 0. With validation on the test set the best val
     error is left out: a minimum over test evaluations is no result."""
     net = module.net
     size = datamodule.input_size
     tracker = next((c for c in trainer.callbacks if isinstance(c, ErrorTracker)), None)
     errors = (tracker.fit_result or tracker.best_and_final()) if tracker else {}
+    clock = next((c for c in trainer.callbacks if isinstance(c, WallTime)), None)
+    segments = [*(clock.previous if clock else []), round(wall_time_s, 2)]
     on_test = val_is_test(datamodule)
     val_err = dict(errors.get(VAL_ERR, {"best": None, "final": None}))
     if on_test:
@@ -145,7 +148,8 @@ def write_completed(
         "steps": trainer.global_step,
         "world_size": trainer.world_size,
         "precision": str(trainer.precision),
-        "wall_time_s": round(wall_time_s, 2),
+        "wall_time_s": round(sum(segments), 2),
+        "wall_time_segments_s": segments,
         "train_err": errors.get(TRAIN_ERR, {"best": None, "final": None}),
         "val_is_test": on_test,
         "val_err": val_err,

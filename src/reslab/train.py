@@ -3,7 +3,6 @@ record."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -15,8 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from reslab import checkpoints, run_layout, run_record
 from reslab.builders import build_datamodule, build_module, build_trainer
+from reslab.callbacks import duration
 from reslab.cli import command
 from reslab.preflight import check_built, check_config
+from reslab.run_dirs import expand_resume
 
 log = logging.getLogger("reslab")
 
@@ -94,8 +95,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg, module, trainer, datamodule, time.time() - start, metrics, tested
     )
     if trainer.is_global_zero:
-        log.info("summary: %s", json.dumps(record))
+        log.info("%s", outcome(record, Path(cfg.paths.output_dir)))
     return record
+
+
+def outcome(record: dict[str, Any], run_dir: Path) -> str:
+    """The end of a run in a few lines: what it gave, where it is, what to run next (the whole
+    record is in `summary.json`)."""
+    if run_dir.is_relative_to(Path.cwd()):  # as the user would type it
+        run_dir = run_dir.relative_to(Path.cwd())
+    scores = []
+    if record.get("test_err") is not None:
+        scores.append(f"test err {record['test_err']:.2f}% ({record['test_weights']} weights)")
+    if (record.get("val_err") or {}).get("final") is not None:
+        scores.append(f"val err {record['val_err']['final']:.2f}%")
+    checkpoint = (
+        run_layout.best_checkpoint
+        if record.get("test_weights") == "best"
+        else (run_layout.last_checkpoint)
+    )
+    return "\n".join(
+        [
+            f"{record['run_name']} completed: {record['steps']} steps in "
+            f"{duration(record['wall_time_s'])}; " + (", ".join(scores) or "not validated"),
+            f"  run dir   {run_dir} ({run_layout.SUMMARY}, {run_layout.CHECKPOINTS}/, "
+            f"{run_layout.CSV}/)",
+            f"  evaluate  reslab-eval ckpt_path={checkpoint(run_dir)}",
+            f"  continue  reslab-train resume={run_dir} trainer.max_steps=<more steps>",
+        ]
+    )
 
 
 def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
@@ -124,7 +152,7 @@ def _task(cfg: DictConfig) -> float | None:
     return optimized_value(cfg, train(cfg))
 
 
-main = command("train")(_task)
+main = command("train", argv=expand_resume)(_task)
 
 if __name__ == "__main__":
     main()

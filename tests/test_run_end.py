@@ -1,0 +1,130 @@
+"""What a run says when it ends and how it is continued: a few lines with its result, its dir
+and the next commands; `resume=<run dir>` continues it with its own overrides, refusing a
+changed value; a resumed run's record keeps the wall time of every session; progress lines
+where stdout is no terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from reslab.callbacks import LossProgressBar, ProgressLines, progress_bar
+
+TINY = [
+    "data.verify_md5=false",
+    "data.batch_size=50",
+    "data.num_workers=0",
+    "model.depth=8",
+    "trainer.deterministic=true",
+    "~callbacks.model_summary",
+]
+
+
+@pytest.fixture
+def first(cifar10_root: Path, tmp_path: Path, train_in_process) -> Path:
+    """A finished run of 6 steps, in a run dir Hydra named."""
+    run = train_in_process([*TINY, "trainer.max_steps=6"], cifar10_root, tmp_path / "logs")
+    assert run.code == 0, run.err[-2000:]
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    lines = [ln for ln in run.out.splitlines() if "resnet-8_seed0 completed" in ln]
+    assert lines and "6 steps in" in lines[0] and "test err" in lines[0]
+    out = run.out[run.out.index("resnet-8_seed0 completed") :]
+    assert f"run dir   {run_dir}" in out
+    assert f"reslab-eval ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" in out
+    assert f"reslab-train resume={run_dir} trainer.max_steps=<more steps>" in out
+    assert '"metrics"' not in run.out  # the record is in summary.json, not on the screen
+    return run_dir
+
+
+def test_resume_run_dir_continues_with_the_runs_overrides_and_keeps_every_session(
+    first: Path, cifar10_root: Path, tmp_path: Path, train_in_process
+) -> None:
+    before = json.loads((first / "summary.json").read_text())
+    run = train_in_process([f"resume={first}", "trainer.max_steps=12"], cifar10_root, tmp_path)
+    assert run.code == 0, run.err[-2000:]
+    after = json.loads((first / "summary.json").read_text())
+    assert after["steps"] == 12 and after["depth"] == 8  # model.depth=8 came from the run
+    assert torch.load(first / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
+    segments = after["wall_time_segments_s"]
+    assert len(segments) == 2 and segments[0] <= before["wall_time_s"]
+    assert after["wall_time_s"] == pytest.approx(sum(segments), abs=0.02)
+    assert len(list(first.parent.iterdir())) == 1  # no new run dir
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["model.depth=14"], "model.depth=14 differs from the run's model.depth=8"),
+        (["-m", "seed=1,2"], "continues one run; continue a sweep with"),
+    ],
+)
+def test_resume_run_dir_refuses_a_changed_value(
+    args: list[str], needle: str, first: Path, cifar10_root: Path, tmp_path: Path, train_in_process
+) -> None:
+    mtimes = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
+    run = train_in_process([f"resume={first}", *args], cifar10_root, tmp_path)
+    assert run.code == 2 and "Traceback" not in run.err
+    line = next(ln for ln in run.err.splitlines() if ln.startswith("reslab: error:"))
+    assert f"resume={first}" in line and needle in line
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == mtimes
+
+
+def test_resume_of_a_dir_that_is_no_run_is_refused(tmp_path: Path, train_in_process) -> None:
+    run = train_in_process([f"resume={tmp_path / 'nothing'}"], tmp_path, tmp_path)
+    assert run.code == 2
+    assert "is no run dir (no .hydra/overrides.yaml); pass a run's dir" in run.err
+
+
+def test_progress_lines_without_a_terminal(
+    cifar10_root: Path, tmp_path: Path, train_in_process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(progress_bar(), ProgressLines)  # pytest's stdout is no terminal
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert isinstance(progress_bar(), LossProgressBar)
+    monkeypatch.undo()
+    args = [*TINY, "trainer.max_steps=12", "callbacks.progress_bar.every_s=0", "test=false"]
+    run = train_in_process(args, cifar10_root, tmp_path)
+    assert run.code == 0, run.err[-2000:]
+    lines = [ln for ln in run.out.splitlines() if " - step " in ln]
+    assert any("step 3/12 (epoch 0): loss " in ln and " img/s, " in ln for ln in lines)
+    assert any(ln.endswith("left") for ln in lines)
+    assert any("step 10 (epoch 0): val err " in ln for ln in lines)  # the epoch's validation
+    assert any("step 12 (epoch 1): val err " in ln for ln in lines)  # and the run's end
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    assert "step 3/12 (epoch 0): loss " in (run_dir / "train.log").read_text()
+
+
+def test_reslab_runs_lists_completed_failed_running_and_stopped_runs(
+    first: Path, cifar10_root: Path, tmp_path: Path, train_in_process, capsys
+) -> None:
+    from test_run_lock import holder
+
+    from reslab.run_list import main
+
+    logs = tmp_path / "logs"
+    args = ["-m", *TINY, "trainer.max_steps=2", "test=false", "model.depth=8,9"]
+    assert train_in_process(args, cifar10_root, logs).code == 1  # depth 9 fails, reported
+    stopped = logs / "train" / "runs" / "stopped"
+    (stopped / ".hydra").mkdir(parents=True)
+    (stopped / ".hydra" / "config.yaml").write_text("{}\n")
+    running = logs / "train" / "runs" / "running"
+    (running / ".hydra").mkdir(parents=True)
+    (running / ".hydra" / "config.yaml").write_text("{}\n")
+    proc = holder(running)
+    try:
+        main([str(logs / "train")])
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0][:3] == ["time", "run", "status"]
+    by_name = {row[2]: row for row in rows[1:]}
+    assert by_name["running"][3] == "running" and by_name["stopped"][3] == "stopped"
+    assert by_name["resnet-8_seed0"][3] == "completed"
+    statuses = sorted(row[3] for row in rows[1:])
+    assert statuses == ["completed", "completed", "failed", "running", "stopped"]
+    assert rows[1][2] == "running"  # newest first
+    assert any(row[-1] == str(first) and row[4] == "6" for row in rows[1:])
