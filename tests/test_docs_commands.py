@@ -199,6 +199,7 @@ def test_documented_eval_command_builds_its_run(
             "/elsewhere": str(cifar10_root),
         },
     )
+    args = reslab_eval.values_on_top(args)  # as the entry point rewrites them
     with initialize_config_module("reslab.configs", version_base="1.3"):
         cfg = compose("eval", overrides=args, return_hydra_config=True)
     cfg.hydra.runtime.output_dir = str(tmp_path)

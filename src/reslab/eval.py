@@ -66,6 +66,29 @@ def _expanded(node: Any, root: DictConfig) -> Any:
     return node
 
 
+def chosen() -> dict[str, str]:
+    """The groups of CHOSEN_GROUPS picked on this eval's command line (`data=cifar10`)."""
+    here = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return {g: here[g] for g in CHOSEN_GROUPS if here.get(g) is not None}
+
+
+def values_on_top(argv: list[str]) -> list[str]:
+    """`data.verify_md5=false` (and `model.*`, `augmentation.*`) on the eval command line set
+    one value over the stored run's; the eval config has no such node until a group is
+    chosen, so Hydra is asked to add it (`++`)."""
+    groups = tuple(f"{g}." for g in CHOSEN_GROUPS)
+    return [f"++{a}" if a.startswith(groups) and "=" in a else a for a in argv]
+
+
+def moved_data(stored: dict[str, Any]) -> None:
+    """A stored `data.root` under the run's `paths.data_dir` follows the eval's
+    `paths.data_dir` (DATA_DIR), so data that moved needs that one value."""
+    data_dir = str((stored.get("paths") or {}).get("data_dir") or "")
+    root = str((stored.get("data") or {}).get("root") or "")
+    if data_dir and (root == data_dir or root.startswith(data_dir.rstrip("/") + "/")):
+        stored["data"]["root"] = "${paths.data_dir}" + root[len(data_dir.rstrip("/")) :]
+
+
 def stored_run(cfg: DictConfig, hparams: Any) -> DictConfig:
     """The run a reslab checkpoint stored, rebuilt from reslab's own config groups (its group
     choices, or those chosen on the eval command line) with the stored config's values on top.
@@ -81,8 +104,8 @@ def stored_run(cfg: DictConfig, hparams: Any) -> DictConfig:
     stored = copy.deepcopy({k: v for k, v in hparams.items() if k != "choices"})
     stored["model"].pop("weights", None)  # older checkpoints kept `weights` in the model node
     choices = dict(hparams.get("choices") or {})
-    here = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    choices.update({g: here[g] for g in CHOSEN_GROUPS if here.get(g) is not None})
+    here = chosen()
+    choices.update(here)
     overrides = []
     for group, option in choices.items():
         if group not in CHOICES or not isinstance(option, str) or not OPTION.fullmatch(option):
@@ -96,10 +119,8 @@ def stored_run(cfg: DictConfig, hparams: Any) -> DictConfig:
     every = [f"{g}=[{','.join(options(g))}]" for g in ("callbacks", "logger")]
     schema = compose_train([*overrides, *every])
     trusted_values(stored, _expanded(OmegaConf.to_container(schema), schema), "", source)
-    stored = {k: v for k, v in stored.items() if k not in FROM_EVAL}
-    for key in CHOSEN_GROUPS:  # a group chosen here replaces the stored one
-        if here.get(key) is not None:
-            stored.pop(key, None)
+    moved_data(stored)
+    stored = {k: v for k, v in stored.items() if k not in FROM_EVAL and k not in here}
     with open_dict(schema):
         merged = OmegaConf.merge(schema, stored)
     merged.weights = None  # a fine-tuned run's start: the checkpoint replaces it
@@ -112,17 +133,20 @@ def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
     stored ones. Interpolations of a chosen group (`${paths.data_dir}`, `${seed}`,
     `${augmentation}`) resolve against this merged config, which is then checked as a
     command line is."""
+    here = chosen()
     if cfg.get("ckpt_path"):
         hparams = stored.get("hyper_parameters") if isinstance(stored, dict) else None
         merged = stored_run(cfg, hparams)
     else:
-        if cfg.get("model") is None or cfg.get("data") is None:
+        if "model" not in here or "data" not in here:
             raise ConfigError("weights=... needs model=<name> and data=<name> (e.g. resnet50)")
         merged = OmegaConf.create({"seed": 0, "augmentation": None})
     with open_dict(merged):
         for key in CHOSEN_GROUPS:
-            if cfg.get(key) is not None:
+            if key in here:  # the chosen group, with any values given for it
                 merged[key] = cfg[key]
+            elif cfg.get(key) is not None:  # values over the stored run's
+                merged[key] = OmegaConf.merge(merged.get(key) or {}, cfg[key])
         for key in FROM_EVAL:
             merged[key] = cfg.get(key)
         if cfg.ten_crop:
@@ -164,7 +188,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-main = command("eval")(evaluate)
+main = command("eval", argv=values_on_top)(evaluate)
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ holds the dir."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import socket
@@ -62,7 +63,19 @@ def release(refused: bool = False) -> None:
         file.close()
         del _held[run_dir]
         if refused and made and not _started(run_dir):
+            _drop_log_files(run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _drop_log_files(run_dir: Path) -> None:
+    """Close the log handlers writing into `run_dir` (Hydra's `train.log`) before it goes:
+    a later message would try to reopen the file there."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        name = getattr(handler, "baseFilename", None)
+        if name and Path(name).is_relative_to(run_dir):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def is_held(run_dir: Path) -> bool:

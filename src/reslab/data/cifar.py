@@ -148,10 +148,12 @@ class CIFARDataModule(ClassificationDataModule):
                     )
 
     def _not_found(self, why: str) -> str:
+        allow = "" if self.download else ", or allow data.download=true"
         return (
-            f"{self.name} not found in {self.folder} ({why}); download "
+            f"{self.name} not found in {self.folder} ({why}); point data.root (or "
+            f"paths.data_dir, DATA_DIR) at the dir that holds {self.folder.name}/, or fetch "
             f"{self.cls.filename} from https://www.cs.toronto.edu/~kriz/cifar.html and extract "
-            "it into DATA_DIR (or set data.root), or allow data.download=true with network access"
+            f"it there{allow}"
         )
 
     def setup(self, stage: str | None = None) -> None:
