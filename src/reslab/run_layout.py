@@ -13,6 +13,7 @@ CSV = "csv"  # the CSV logger's dir: csv/metrics.csv
 SUMMARY = "summary.json"  # the run record (reslab.run_record)
 CONFIG = ".hydra/config.yaml"  # Hydra's copy of the composed config
 CONFIG_TREE = "config_tree.log"  # the resolved config as printed
+CHECKSUM = ".sha256"  # beside every checkpoint: last.ckpt.sha256 (reslab.checkpoints)
 
 
 def layout(name: str) -> str:
@@ -22,6 +23,12 @@ def layout(name: str) -> str:
 
 def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir, CHECKPOINTS, f"{LAST}.ckpt")
+
+
+def checksum_file(checkpoint: str | Path) -> Path:
+    """The checksum written beside `checkpoint` (`sha256sum -c` reads it)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + CHECKSUM)
 
 
 def metrics_csv(run_dir: str | Path) -> Path:
