@@ -276,7 +276,7 @@ BAD = [
     ("optimized_metric=val_err", "optimized_metric='val_err' is not valid; use null or a number"),
     ("optimized_metric=val_err.fnal", "optimized_metric='val_err.fnal' is not valid"),
     ("test=maybe", "test='maybe' is not valid; use true or false"),
-    ("paper_error=abc", "paper_error='abc' is not valid; use null or a percentage"),
+    ("paper_error=abc", "paper_error='abc' is not valid; use null, a percentage, or one per"),
     # Unknown keys: top level (a misspelled group added with +), inside a node, the scheduler.
     (
         "+optimiser.lr=0.5",

@@ -40,6 +40,10 @@ def _names(v: Any) -> bool:
     return isinstance(v, ListConfig | list) and all(isinstance(x, str) for x in v)
 
 
+def _per_depth(v: Any) -> bool:
+    return isinstance(v, DictConfig | dict) and all(_int(k) and _finite(x) for k, x in v.items())
+
+
 # key: (test, what a valid value is), for the top-level values (no signature says their kind)
 # and arguments of torch and Lightning, whose signatures say only `float` or `int`. Checked
 # when the key is present.
@@ -54,7 +58,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         f"null or a number of summary.json: {', '.join(run_record.NUMBER_FIELDS)} or "
         "metrics.<logged name>",
     ),
-    "paper_error": (lambda v: v is None or _finite(v), "null or a percentage"),
+    "paper_error": (
+        lambda v: v is None or _finite(v) or _per_depth(v),
+        "null, a percentage, or one per depth: {20: 8.75, 56: 6.97}",
+    ),
     "trainer.max_steps": (
         lambda v: _int(v) and (v >= 1 or v == -1),
         "a positive number of iterations (or -1 to train trainer.max_epochs epochs)",
