@@ -38,7 +38,8 @@ def test_train_writes_config_checkpoints_metrics_and_summary(trained: Path) -> N
     cfg = (trained / ".hydra" / "config.yaml").read_text()
     assert "depth: 8" in cfg and "max_steps: 25" in cfg
     assert "max_steps: 25" in (trained / "config_tree.log").read_text()  # resolved, as printed
-    assert {p.name for p in (trained / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    names = {p.name for p in (trained / "checkpoints").iterdir()}
+    assert names == {"best.ckpt", "best.ckpt.sha256", "last.ckpt", "last.ckpt.sha256"}
     rows = list(csv.DictReader((trained / "csv" / "metrics.csv").read_text().splitlines()))
     steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
     assert steps and max(steps) <= 25

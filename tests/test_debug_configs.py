@@ -65,7 +65,8 @@ def test_limit_runs_a_few_fresh_batches_per_epoch(
     # Each epoch draws its 5 batches from a new shuffle of the whole training set.
     first = [torch.cat(batches["train", e]) for e in range(3)]
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
-    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    names = {p.name for p in (tmp_path / "checkpoints").iterdir()}
+    assert names == {"best.ckpt", "best.ckpt.sha256", "last.ckpt", "last.ckpt.sha256"}
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)

@@ -19,7 +19,7 @@ from test_reliability import FAST
 
 from reslab.atomic import WriteError
 from reslab.callbacks import FiniteLoss, LastCheckpoint, NonFiniteLoss
-from reslab.checkpoints import AtomicCheckpointIO
+from reslab.checkpoints import AtomicCheckpointIO, load
 from reslab.models import cifar_resnet
 
 
@@ -58,10 +58,14 @@ def test_a_full_disk_keeps_the_previous_checkpoint(small_disk: Path) -> None:
     io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
     before = path.read_bytes()
     fill(small_disk, leave=2000)
-    with pytest.raises(WriteError, match=r"last\.ckpt: No space left on device; the previous"):
+    # The checksum file is written first (the checkpoint's name with .sha256): either fails.
+    full = r"last\.ckpt(\.sha256)?: No space left on device; the previous"
+    with pytest.raises(WriteError, match=full):
         io.save_checkpoint({"step": 2, "w": torch.ones(100_000)}, path)
     assert path.read_bytes() == before and torch.load(path)["step"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left
+    assert load(path, "ckpt_path")["step"] == 1  # and it matches its checksum
+    # No temporary file left.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
 
 
 def test_a_run_that_fills_the_disk_stops_in_one_line_and_resumes(

@@ -18,9 +18,11 @@ import lightning as L
 import pytest
 import torch
 from conftest import BIN, dirs_env, run_script
+from damaged_files import damage
 from train_config import TINY
 
 from reslab.callbacks import FiniteLoss, NonFiniteLoss
+from reslab.checkpoints import AtomicCheckpointIO
 from reslab.models import cifar_resnet
 
 FAST = [*TINY, "test=false"]
@@ -158,6 +160,68 @@ def test_a_failed_sweep_job_does_not_stop_the_others_and_a_relaunch_skips_finish
     assert "already finished; skipping" in (done / "train.log").read_text()
 
 
+def test_an_epoch_bounded_run_resumed_with_more_epochs_continues(
+    cifar10_root: Path, tmp_path: Path, train_in_process
+) -> None:
+    """Before: the finished run's record was compared with `trainer.max_steps` alone (-1 for an
+    epoch-bounded run), so any resume of it was skipped as already finished."""
+    run_dir = tmp_path / "run"
+    args = [*FAST, "trainer.max_steps=-1", f"hydra.run.dir={run_dir}"]
+    first = train_in_process([*args, "trainer.max_epochs=1"], cifar10_root, tmp_path)
+    assert first.code == 0, first.err[-3000:]
+    record = json.loads((run_dir / "summary.json").read_text())
+    assert (record["steps"], record["epochs"]) == (10, 1)
+    longer = [*args, "trainer.max_epochs=2", "resume=true"]
+    assert train_in_process(longer, cifar10_root, tmp_path).code == 0
+    record = json.loads((run_dir / "summary.json").read_text())
+    assert (record["steps"], record["epochs"]) == (20, 2)
+    assert step(run_dir / "checkpoints" / "last.ckpt") == 20
+    again = train_in_process(longer, cifar10_root, tmp_path)  # now it is finished
+    assert again.code == 0
+    assert json.loads((run_dir / "summary.json").read_text()) == record
+    assert "already finished; skipping" in (run_dir / "train.log").read_text()
+
+
+class _Saves(L.Callback):
+    """The step of every checkpoint the trainer writes."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_save_checkpoint(self, trainer: L.Trainer, *args) -> None:
+        self.steps.append(trainer.global_step)
+
+
+@pytest.mark.parametrize(
+    ("every", "saved"), [(None, [10, 15]), (4, [4, 8, 10, 12, 15]), (100, [10, 15])]
+)
+def test_last_checkpoint_is_written_after_every_validation(
+    every: int | None, saved: list[int], tmp_path: Path
+) -> None:
+    """A real fit of 15 steps, 10 a epoch, validated after each epoch. Before: with
+    `every_n_train_steps` set (the default config's 200), Lightning's ModelCheckpoint wrote
+    nothing after validation, against the docs."""
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from reslab.callbacks import LastCheckpoint
+
+    saves = _Saves()
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=15,
+        limit_train_batches=10,
+        limit_val_batches=2,
+        callbacks=[LastCheckpoint(str(tmp_path / "checkpoints"), every), saves],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    assert saves.steps == saved  # not during the sanity check, never twice for a step
+    assert step(tmp_path / "checkpoints" / "last.ckpt") == 15
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]  # no -v1
+
+
 def _other_arch_ckpt(path: Path, lightning: bool = True) -> Path:
     """A Lightning checkpoint of a ResNet-14 (a plain state_dict file with `lightning=False`)."""
     net = cifar_resnet(14)
@@ -187,6 +251,8 @@ BAD = [
     ("STATE_DICT", "is not a Lightning checkpoint"),
     ("EMPTY_CKPT", "is not a readable torch file (0 bytes"),
     ("TEXT_CKPT", "is not a readable torch file"),
+    ("DAMAGED_CKPT", "is damaged: its sha256 differs from the one written beside it"),
+    ("LEGACY_PICKLE", "cannot be loaded (UnpicklingError: Weights only load failed"),
     # Values checked against the signature of what they build, and the ranges table.
     ("data.batch_size=abc", "data.batch_size='abc' is not valid for reslab.data.CIFAR"),
     ("trainer.max_steps=abc", "trainer.max_steps='abc' is not valid"),
@@ -202,6 +268,15 @@ BAD = [
     ("scheduler.warmup_steps=-5", "scheduler.warmup_steps=-5 is not valid"),
     ("seed=-1", "seed=-1 is not valid; use a non-negative integer"),
     ("data.pipeline=gpu", "data.pipeline='gpu' is not valid for reslab.data.CIFARDataModule"),
+    # Top-level values of the wrong kind (no signature types them): a bare string is no list
+    # (Python would store its letters), a record field that is no number (it crashed after
+    # training).
+    ("tags=baseline", "tags='baseline' is not valid; use a list of names: tags=[baseline]"),
+    ("tags=[7]", "tags=[7] is not valid; use a list of names"),
+    ("optimized_metric=val_err", "optimized_metric='val_err' is not valid; use null or a number"),
+    ("optimized_metric=val_err.fnal", "optimized_metric='val_err.fnal' is not valid"),
+    ("test=maybe", "test='maybe' is not valid; use true or false"),
+    ("paper_error=abc", "paper_error='abc' is not valid; use null, a percentage, or one per"),
     # Unknown keys: top level (a misspelled group added with +), inside a node, the scheduler.
     (
         "+optimiser.lr=0.5",
@@ -259,6 +334,16 @@ def test_bad_input_fails_before_compute_in_one_line(
     elif override in ("EMPTY_CKPT", "TEXT_CKPT"):
         (tmp_path / "bad.ckpt").write_bytes(b"" if override == "EMPTY_CKPT" else b"text\n")
         args.append(f"ckpt_path={tmp_path / 'bad.ckpt'}")
+    elif override == "DAMAGED_CKPT":
+        written = tmp_path / "written" / "last.ckpt"
+        ckpt = torch.load(_other_arch_ckpt(tmp_path / "other.ckpt"))
+        AtomicCheckpointIO().save_checkpoint(ckpt, written)
+        damage(written)
+        args.append(f"ckpt_path={written}")
+    elif override == "LEGACY_PICKLE":
+        legacy = tmp_path / "legacy.ckpt"
+        torch.save({"x": SimpleNamespace()}, legacy, _use_new_zipfile_serialization=False)
+        args.append(f"ckpt_path={legacy}")
     elif override == "STATE_DICT":
         args.append(f"ckpt_path={_other_arch_ckpt(tmp_path / 'weights.pth', lightning=False)}")
     else:

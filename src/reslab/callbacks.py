@@ -52,6 +52,9 @@ class LastCheckpoint(ModelCheckpoint):
             monitor=None,
             save_top_k=1,
             every_n_train_steps=every_n_train_steps,
+            # ModelCheckpoint's own saves (at an epoch's end) replace `last.ckpt` too, instead
+            # of writing `last-v1.ckpt` beside the one `_save_now` wrote.
+            enable_version_counter=False,
         )
         self._signal: int | None = None
         self._previous: dict[int, Any] = {}
@@ -91,6 +94,12 @@ class LastCheckpoint(ModelCheckpoint):
                 trainer.global_step,
             )
             raise SIGTERMException(128 + self._signal)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # ModelCheckpoint saves here only without `every_n_train_steps`; `last.ckpt` is
+        # promised after every validation either way (not during the sanity check).
+        super().on_validation_end(trainer, pl_module)
+        self._save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save_now(trainer)

@@ -1,10 +1,14 @@
-"""Checkpoint files: written atomically beside their target, and read by one loader whose
-errors name the file and the fix (`ckpt_path`, `weights`)."""
+"""Checkpoint files: written atomically beside their target with a checksum, and read by one
+loader that checks it and whose errors name the file and the fix (`ckpt_path`, `weights`)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import logging
+import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,18 +17,28 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
+from reslab import run_layout
 from reslab.atomic import write_atomic
 from reslab.errors import ConfigError
 
 log = logging.getLogger("reslab")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# The first record of a legacy-format torch file: torch.save's magic number, pickled.
+LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, with the temporary file in the checkpoint's own directory.
+    """Lightning's checkpoint writer, with the temporary file in the checkpoint's own directory
+    and a checksum written beside every checkpoint.
 
     Lightning writes through an fsspec transaction whose temporary file lives in the system temp
     dir; on another filesystem its final "move" is a copy, and a full disk then leaves a
-    truncated `last.ckpt`. Here the previous file stays until the new one is complete."""
+    truncated `last.ckpt`. Here the previous file stays until the new one is complete.
+
+    Damaged bytes inside an intact zip (a bad disk sector, a faulty copy) load without an error
+    and train on garbage; `<file>.sha256` (`sha256sum -c` reads it) lets every read find them.
+    It lists the new digest and the previous one while the checkpoint is replaced, then the new
+    one alone, so a crash at any point leaves a checkpoint that matches its checksum file."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
@@ -33,21 +47,90 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        write_atomic(path, buffer.getvalue())
+        data = buffer.getvalue()
+        path = Path(path)
+        sums = run_layout.checksum_file(path)
+        new = hashlib.sha256(data).hexdigest()
+        previous = []
+        if path.is_file():  # a file of an older run has no checksum file yet
+            previous = _digests(sums) or [_file_digest(path)]
+        write_atomic(sums, _checksum_text([new, *previous], path.name))
+        write_atomic(path, data)
+        write_atomic(sums, _checksum_text([new], path.name))
+
+    def remove_checkpoint(self, path: Any) -> None:
+        super().remove_checkpoint(path)
+        run_layout.checksum_file(path).unlink(missing_ok=True)
+
+
+def _checksum_text(digests: list[str], name: str) -> bytes:
+    return "".join(f"{d}  {name}\n" for d in dict.fromkeys(digests)).encode()
+
+
+def _digests(sums: Path) -> list[str]:
+    """The digests a checksum file lists (none when it is missing or unreadable)."""
+    try:
+        lines = sums.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [d for line in lines if SHA256.fullmatch(d := line.split(" ", 1)[0])]
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, once per version of it (`size`, `mtime_ns`) in a process: resume
+    reads its checkpoint more than once."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _check_checksum(path: Path, key: str) -> None:
+    """`path` matches the checksum written beside it, if one was: files without one (older
+    runs, torchvision's downloads) are read unchecked."""
+    sums = run_layout.checksum_file(path)
+    if not sums.is_file():
+        return
+    expected = _digests(sums)
+    if not expected:
+        raise ConfigError(
+            f"{key}={path}: its checksum file {sums} lists no sha256; restore it, or delete it "
+            "to read the checkpoint unchecked"
+        )
+    if _file_digest(path) not in expected:
+        raise ConfigError(
+            f"{key}={path} is damaged: its sha256 differs from the one written beside it when it "
+            f"was saved ({sums.name}); pass another checkpoint, e.g. checkpoints/best.ckpt"
+        )
+
+
+def _torch_format(path: Path) -> str | None:
+    """ "zip" (torch.save's format since torch 1.6), "legacy" (the format before it, in which
+    older torchvision weights ship) or None (not a torch file, or a truncated zip whose
+    directory at its end is missing)."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    with path.open("rb") as f:
+        return "legacy" if f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC else None
 
 
 def check_file(path: str | Path, key: str) -> Path:
-    """`path` exists and is a complete torch file (a zip archive whose directory, at its end,
-    is intact: an empty, truncated or text file fails), without loading it."""
+    """`path` exists, is a torch file (zip or legacy format; an empty, truncated or text file
+    fails) and matches the checksum written beside it, without loading it."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{key}={path} does not exist; pass a checkpoint or state_dict file")
-    if not zipfile.is_zipfile(path):
+    if _torch_format(path) is None:
         size = path.stat().st_size
         raise ConfigError(
             f"{key}={path} is not a readable torch file ({size} bytes: empty, truncated or not "
             "written by torch.save); pass another file, e.g. checkpoints/best.ckpt"
         )
+    _check_checksum(path, key)
     return path
 
 
@@ -55,7 +138,9 @@ def load(path: str | Path, key: str, weights_only: bool = False) -> Any:
     """The object saved in `path`; any failure is one line naming `key=path`."""
     path = check_file(path, key)
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        # Memory-mapped where the format allows it (zip): the legacy format cannot be.
+        mmap = _torch_format(path) == "zip"
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConfigError(

@@ -1,6 +1,7 @@
-"""What every reslab command does as it starts (read `.env`, register the config resolvers,
-quiet two Lightning messages), and a user's mistake printed as one line instead of a traceback.
-Nothing here runs at import time: `command` builds a console-script entry point that does it."""
+"""What every reslab command does as it starts (read the working directory's `.env`, register
+the config resolvers, quiet two Lightning messages), and a user's mistake printed as one line
+instead of a traceback. Nothing here runs at import time: `command` builds a console-script
+entry point that does it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
-from dotenv import find_dotenv, load_dotenv
+from dotenv import load_dotenv
 from omegaconf import DictConfig, OmegaConf
 
 from reslab.data.imagefolder import count_classes
@@ -72,10 +74,19 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
+def dotenv_file() -> Path | None:
+    """The `.env` a command reads: the working directory's alone. A parent's (python-dotenv's
+    `find_dotenv` walks up to `/`, a world-writable `/tmp` included) would redirect
+    `RESLAB_LOG_DIR`, `DATA_DIR` or `WANDB_*` for every directory below it."""
+    path = Path.cwd() / ".env"
+    return path if path.is_file() else None
+
+
 def start() -> None:
-    """Set up this process for a command: `.env` from the working directory (or a parent), so
-    `DATA_DIR`, `RESLAB_LOG_DIR`, `WANDB_*` apply; resolvers; log filters."""
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+    """Set up this process for a command: the working directory's `.env`, so `DATA_DIR`,
+    `RESLAB_LOG_DIR`, `WANDB_*` apply (the environment wins over it); resolvers; log filters."""
+    if (path := dotenv_file()) is not None:
+        load_dotenv(path, override=False)
     register_resolvers()
     quiet_lightning()
 
@@ -116,6 +127,11 @@ class Task:
     def __call__(self, cfg: DictConfig) -> Any:
         from reslab.run_record import in_multirun, write_failed
 
+        # Logged here, where Hydra has set up the run's log (start() runs before it).
+        if (env := dotenv_file()) is not None:
+            log.info(".env: read %s (the environment's own values win)", env)
+        else:
+            log.info(".env: none in the working directory %s", Path.cwd())
         try:
             return self.fn(cfg)
         except Exception as e:

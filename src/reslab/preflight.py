@@ -1,8 +1,9 @@
-"""What the types of the code cannot say, checked before anything is built: ranges of the
-library targets' arguments (torch's optimizers, Lightning's Trainer), unknown top-level keys,
-devices this machine lacks, and the rules that involve two fields once the objects exist
-(`check_built`). Each failure is one line naming the key, the value and the fix. The types,
-choices and unknown options of every node are `reslab.schema`'s."""
+"""What the types of the code cannot say, checked before anything is built: the kinds of the
+top-level values, ranges of the library targets' arguments (torch's optimizers, Lightning's
+Trainer), unknown top-level keys, devices this machine lacks, and the rules that involve two
+fields once the objects exist (`check_built`). Each failure is one line naming the key, the
+value and the fix. The types, choices and unknown options of every node are
+`reslab.schema`'s."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from importlib import resources
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from reslab import run_layout
+from reslab import run_layout, run_record
 from reslab.callbacks import LastCheckpoint
 from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
@@ -33,10 +34,34 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-# key: (test, what a valid value is), for arguments of torch and Lightning, whose signatures
-# say only `float` or `int`. Checked when the key is present.
+def _names(v: Any) -> bool:
+    """A list of strings; a bare string (`tags=baseline`) is not one: Python would take its
+    letters as the list."""
+    return isinstance(v, ListConfig | list) and all(isinstance(x, str) for x in v)
+
+
+def _per_depth(v: Any) -> bool:
+    return isinstance(v, DictConfig | dict) and all(_int(k) and _finite(x) for k, x in v.items())
+
+
+# key: (test, what a valid value is), for the top-level values (no signature says their kind)
+# and arguments of torch and Lightning, whose signatures say only `float` or `int`. Checked
+# when the key is present.
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _int(v) and v >= 0, "a non-negative integer"),
+    "tags": (_names, "a list of names: tags=[baseline] or tags=[depth-sweep,baseline]"),
+    # A job SLURM restarted resumes with its restart count (configs/train.yaml): a number.
+    "resume": (lambda v: isinstance(v, bool) or (_int(v) and v >= 0), "true or false"),
+    "test": (lambda v: isinstance(v, bool), "true or false"),
+    "optimized_metric": (
+        lambda v: v is None or run_record.is_number_field(v),
+        f"null or a number of summary.json: {', '.join(run_record.NUMBER_FIELDS)} or "
+        "metrics.<logged name>",
+    ),
+    "paper_error": (
+        lambda v: v is None or _finite(v) or _per_depth(v),
+        "null, a percentage, or one per depth: {20: 8.75, 56: 6.97}",
+    ),
     "trainer.max_steps": (
         lambda v: _int(v) and (v >= 1 or v == -1),
         "a positive number of iterations (or -1 to train trainer.max_epochs epochs)",

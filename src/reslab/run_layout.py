@@ -15,6 +15,7 @@ CONFIG = ".hydra/config.yaml"  # Hydra's copy of the composed config
 OVERRIDES = ".hydra/overrides.yaml"  # the command line's overrides, as Hydra saves them
 CONFIG_TREE = "config_tree.log"  # the resolved config as printed
 LOCK = ".lock"  # held by the one process writing the run or sweep (reslab.run_lock)
+CHECKSUM = ".sha256"  # beside every checkpoint: last.ckpt.sha256 (reslab.checkpoints)
 
 
 def layout(name: str) -> str:
@@ -28,6 +29,12 @@ def last_checkpoint(run_dir: str | Path) -> Path:
 
 def best_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir, CHECKPOINTS, f"{BEST}.ckpt")
+
+
+def checksum_file(checkpoint: str | Path) -> Path:
+    """The checksum written beside `checkpoint` (`sha256sum -c` reads it)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + CHECKSUM)
 
 
 def metrics_csv(run_dir: str | Path) -> Path:

@@ -46,13 +46,20 @@ def read(run_dir: str | Path) -> dict[str, Any] | None:
     return record
 
 
-def finished_metrics(run_dir: str | Path, max_steps: int = -1) -> dict[str, Any] | None:
-    """The record of a run that completed in `run_dir` and reached `max_steps` (so a longer
-    schedule continues it), else None."""
+def finished_metrics(
+    run_dir: str | Path, max_steps: int = -1, max_epochs: int | None = -1
+) -> dict[str, Any] | None:
+    """The record of a run that completed in `run_dir` and reached the end asked for now (so a
+    longer run, in steps or in epochs, continues it), else None. The run ends at whichever
+    bound it reaches first, as Lightning's loop does; -1 (or None) is no bound. A record
+    without `epochs` (written before it was kept) is finished only by steps."""
     record = read(run_dir)
     if record is None or record.get("status") != "completed":
         return None
-    return record if record.get("steps", 0) >= max_steps else None
+    by_steps = max_steps != -1 and record.get("steps", 0) >= max_steps
+    epochs = record.get("epochs")
+    by_epochs = max_epochs not in (-1, None) and epochs is not None and epochs >= max_epochs
+    return record if by_steps or by_epochs else None
 
 
 def read_sweep(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
@@ -146,6 +153,7 @@ def write_completed(
         "input_size": list(size) if size else None,
         "macs": count_macs(net, size)["total"] if size else None,
         "steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,
         "precision": str(trainer.precision),
         "wall_time_s": round(sum(segments), 2),
@@ -161,6 +169,21 @@ def write_completed(
     if trainer.is_global_zero:
         _write(Path(cfg.paths.output_dir), record)
     return record
+
+
+# The fields of a record that hold a number: what `optimized_metric` may name, besides
+# `metrics.<logged name>` (e.g. `metrics.val/acc5`).
+NUMBER_FIELDS = (
+    "train_err.best", "train_err.final", "val_err.best", "val_err.final", "test_err",
+    "steps", "epochs", "params", "macs", "wall_time_s",
+)  # fmt: skip
+
+
+def is_number_field(key: Any) -> bool:
+    """Whether `key` names a number of the record (`val_err.final`, `metrics.val/err`)."""
+    if not isinstance(key, str):
+        return False
+    return key in NUMBER_FIELDS or (key.startswith("metrics.") and len(key) > len("metrics."))
 
 
 def in_multirun() -> bool:

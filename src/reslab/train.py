@@ -71,7 +71,9 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, Any, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test) one run; returns its record, also written to `summary.json`."""
     check_config(cfg)
-    done = run_record.finished_metrics(cfg.paths.output_dir, cfg.trainer.max_steps)
+    done = run_record.finished_metrics(
+        cfg.paths.output_dir, cfg.trainer.max_steps, cfg.trainer.get("max_epochs", -1)
+    )
     if cfg.get("resume") and done is not None:
         log.info("%s already finished; skipping it (resume=true)", cfg.paths.output_dir)
         return done
@@ -128,7 +130,8 @@ def outcome(record: dict[str, Any], run_dir: Path) -> str:
 
 def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
     """The run's value of `optimized_metric` for a Hydra sweeper: a field of the run record,
-    e.g. `val_err.final`. None (a failed trial for Optuna) for a number measured on the test
+    e.g. `val_err.final` (checked to name a number before the run: `reslab.preflight`). None (a
+    failed trial for Optuna) for a number measured on the test
     set, the test error or a validation error when validation is the test set: a search on it
     would tune on the test set."""
     key = cfg.get("optimized_metric")
@@ -145,7 +148,7 @@ def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
         )
         return None
     value = OmegaConf.select(OmegaConf.create(record), key)
-    return float(value) if value is not None else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _task(cfg: DictConfig) -> float | None:
