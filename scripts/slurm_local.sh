@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster on this Debian machine, for the SLURM tests and for trying
+# A real SLURM cluster on this Debian machine, for the SLURM tests and for trying
 # `hydra/launcher=slurm` locally: munged, mariadbd + slurmdbd (accounting, so submitit notices
-# cancelled jobs), slurmctld and slurmd, started by hand (no systemd), all on 127.0.0.1, all
-# state under DIR. Needs root (apt-get, slurmd runs jobs as their user).
+# cancelled jobs), slurmctld and one slurmd per node, started by hand (no systemd), all on
+# 127.0.0.1, all state under DIR. Needs root (apt-get, slurmd runs jobs as their user).
 #
 #   bash scripts/slurm_local.sh [DIR]        # default DIR: /tmp/reslab-slurm; idempotent
 #   export SLURM_CONF=DIR/etc/slurm.conf     # every shell and process that submits needs it
 #   bash scripts/slurm_local.sh stop [DIR]   # stops the daemons by their recorded PIDs
+#
+# SLURM_LOCAL_NODES=2 (default 1) makes a cluster of that many nodes, <host>-1 .. <host>-N, each
+# its own slurmd (`slurmd -N <node>`, its own port) with all of this machine's CPUs, so one job
+# can span nodes (`sbatch --nodes=2`). The nodes share this machine's address: a task prolog
+# gives every task MASTER_ADDR=127.0.0.1 (on a real cluster the first node's name resolves).
+# SLURM_LOCAL_PORT_BASE (default 6817) moves all ports, for two clusters side by side.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 log() { echo "[slurm_local] $*"; }
@@ -15,21 +21,24 @@ die() { echo "[slurm_local] error: $*" >&2; exit 1; }
 ACTION=start
 if [ "${1:-}" = stop ]; then ACTION=stop; shift; fi
 DIR=${1:-/tmp/reslab-slurm}
-PORT=${SLURM_LOCAL_PORT_BASE:-6817}   # slurmctld, slurmd +1, slurmdbd +2, mariadb +3
+PORT=${SLURM_LOCAL_PORT_BASE:-6817}   # slurmctld, slurmd +1, slurmdbd +2, mariadb +3, slurmd k>1 +2+k
+NODES=${SLURM_LOCAL_NODES:-1}
+[[ "$NODES" =~ ^[1-9][0-9]*$ ]] || die "SLURM_LOCAL_NODES=$NODES: use a node count, e.g. 2"
 [ "$(id -u)" = 0 ] || die "run as root (apt-get, slurmd)"
 mkdir -p "$DIR" && DIR=$(cd "$DIR" && pwd -P)
 
-alive() {  # alive NAME: the PID recorded for NAME is that daemon
-  local f="$DIR/pids/$1.pid" exe
+alive() {  # alive NAME: the PID recorded for NAME (slurmd-2: node 2's slurmd) is that daemon
+  local f="$DIR/pids/$1.pid" exe daemon=${1%-[0-9]*}
   [ -s "$f" ] && exe=$(readlink "/proc/$(cat "$f")/exe" 2>/dev/null) || return 1
   exe=${exe##*/} && exe=${exe% (deleted)}
-  [ "$exe" = "$1" ] || [ "$exe" = "$1-wlm" ]  # Debian: slurmd -> slurmd-wlm
+  [ "$exe" = "$daemon" ] || [ "$exe" = "$daemon-wlm" ]  # Debian: slurmd -> slurmd-wlm
 }
 
 if [ "$ACTION" = stop ]; then
   export SLURM_CONF=$DIR/etc/slurm.conf
   alive slurmctld && scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
-  for name in slurmd slurmctld slurmdbd mariadbd munged; do
+  slurmds=$(cd "$DIR/pids" 2>/dev/null && ls slurmd*.pid 2>/dev/null | sed 's/\.pid$//' || true)
+  for name in $slurmds slurmctld slurmdbd mariadbd munged; do
     if alive "$name"; then
       pid=$(cat "$DIR/pids/$name.pid")
       kill "$pid"
@@ -40,6 +49,8 @@ if [ "$ACTION" = stop ]; then
   done
   exit 0
 fi
+
+node_port() { if [ "$1" = 1 ]; then echo $((PORT + 1)); else echo $((PORT + 2 + $1)); fi; }
 
 wait_for() {  # wait_for WHAT LOG CMD...: poll CMD for up to 60 s
   local what=$1 logf=$2; shift 2
@@ -68,9 +79,21 @@ if [ ${#PKGS[@]} -gt 0 ]; then
     >"$DIR/log/apt.log" 2>&1 || { tail -n 20 "$DIR/log/apt.log" >&2; die "apt-get failed"; }
 fi
 
-# Config: the node is this machine as `slurmd -C` sees it, addressed as 127.0.0.1.
+# Config: each node is this machine as `slurmd -C` sees it, addressed as 127.0.0.1.
 NODELINE=$(slurmd -C | grep '^NodeName=')
-NODE=${NODELINE#NodeName=} && NODE=${NODE%% *}
+HOST=${NODELINE#NodeName=} && HOST=${HOST%% *}
+HARDWARE=${NODELINE#NodeName=$HOST }
+if [ "$NODES" = 1 ]; then
+  NODENAMES=("$HOST")
+  NODECONF="$NODELINE NodeAddr=127.0.0.1 State=UNKNOWN"
+else
+  NODENAMES=() && NODECONF=""
+  for k in $(seq "$NODES"); do
+    NODENAMES+=("$HOST-$k")
+    NODECONF+="NodeName=$HOST-$k NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$(node_port "$k") $HARDWARE State=UNKNOWN"$'\n'
+  done
+fi
+NODE=${NODENAMES[0]}
 MUNGE=$DIR/run/munge.socket
 [ -s "$DIR/munge/munge.key" ] || dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
 chmod 600 "$DIR/munge/munge.key"
@@ -79,7 +102,7 @@ PASS=$(cat "$DIR/mysql/pass")
 export SLURM_CONF=$DIR/etc/slurm.conf
 cat >"$SLURM_CONF" <<CONF
 ClusterName=local
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmctldPort=$PORT
 SlurmdPort=$((PORT + 1))
@@ -87,11 +110,12 @@ AuthType=auth/munge
 AuthInfo=socket=$MUNGE
 CredType=cred/munge
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
+TaskProlog=$DIR/etc/task_prolog.sh
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -106,13 +130,13 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((PORT + 2))
 AccountingStoragePass=$MUNGE
-$NODELINE NodeAddr=127.0.0.1 State=UNKNOWN
+${NODECONF%$'\n'}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 (umask 077; cat >"$DIR/etc/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 AuthInfo=socket=$MUNGE
-DbdHost=$NODE
+DbdHost=$HOST
 DbdAddr=127.0.0.1
 DbdPort=$((PORT + 2))
 SlurmUser=root
@@ -125,6 +149,8 @@ StorageUser=slurm
 StoragePass=$PASS
 CONF
 )
+printf '#!/bin/sh\necho export MASTER_ADDR=127.0.0.1\n' >"$DIR/etc/task_prolog.sh"
+chmod 755 "$DIR/etc/task_prolog.sh"
 echo "export SLURM_CONF=$SLURM_CONF" >"$DIR/env.sh"
 
 start() {  # start NAME PIDFILE CMD...: run a daemon unless it is up, record its PID
@@ -154,12 +180,16 @@ start slurmdbd "$DIR/run/slurmdbd.pid" slurmdbd
 wait_for slurmdbd "$DIR/log/slurmdbd.log" sacctmgr -n show cluster
 start slurmctld "$DIR/run/slurmctld.pid" slurmctld -f "$SLURM_CONF"
 wait_for slurmctld "$DIR/log/slurmctld.log" scontrol ping
-start slurmd "$DIR/run/slurmd.pid" slurmd -f "$SLURM_CONF"
 node_up() {
-  case $(sinfo -h -n "$NODE" -o %T) in
+  case $(sinfo -h -n "$1" -o %T) in
     idle | mixed | allocated | completing) return 0 ;;
-    *) scontrol update NodeName="$NODE" State=RESUME || true; return 1 ;;
+    *) scontrol update NodeName="$1" State=RESUME || true; return 1 ;;
   esac
 }
-wait_for "node $NODE" "$DIR/log/slurmd.log" node_up
-log "up: node $NODE, partition debug; export SLURM_CONF=$SLURM_CONF; stop: bash $0 stop $DIR"
+for k in $(seq "$NODES"); do
+  name=${NODENAMES[$((k - 1))]} && mkdir -p "$DIR/spool/$name"
+  pidname=slurmd && [ "$NODES" = 1 ] || pidname=slurmd-$k
+  start "$pidname" "$DIR/run/slurmd-$name.pid" slurmd -f "$SLURM_CONF" -N "$name"
+done
+for name in "${NODENAMES[@]}"; do wait_for "node $name" "$DIR/log/slurmd-$name.log" node_up "$name"; done
+log "up: nodes ${NODENAMES[*]}, partition debug; export SLURM_CONF=$SLURM_CONF; stop: bash $0 stop $DIR"

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reslab.data.imagefolder import count_classes
 from reslab.devices import default_precision
+from reslab.distributed import launch_time
 from reslab.errors import ReslabError, one_line
 from reslab.models.names import arch_name
 from reslab.run_layout import layout
@@ -55,6 +56,10 @@ def register_resolvers() -> None:
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+    # `${launch_time:%Y-%m-%d_%H-%M-%S}`: the run dir's time, shared by all ranks of a launch;
+    # cached per config as Hydra's `${now:...}`, so a run's dirs agree to the second.
+    if not OmegaConf.has_resolver("launch_time"):
+        OmegaConf.register_new_resolver("launch_time", launch_time, use_cache=True)
 
 
 def quiet_lightning() -> None:

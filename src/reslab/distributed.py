@@ -1,10 +1,11 @@
-"""Data-parallel training: global batch semantics (accumulation included), and DDP that works
-inside Hydra multiruns."""
+"""Data-parallel training: global batch semantics (accumulation included), DDP that works
+inside Hydra multiruns, and one run dir for all processes of a launch."""
 
 from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timedelta
 
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
@@ -17,6 +18,26 @@ from reslab.errors import ConfigError
 # Variables Lightning's subprocess launcher sets in the launching process for its children.
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 _env_before_launch: dict[str, str | None] | None = None
+
+
+def launch_time(fmt: str) -> str:
+    """`${launch_time:%Y-%m-%d_%H-%M-%S}`: the time that names a run dir, the same in every
+    process of one launch. Under torchrun each rank runs the command itself, on its own clock
+    and on its own node, so the first rank to ask stores its time in the launch's own store
+    (torchrun's TCPStore at MASTER_ADDR:MASTER_PORT, `TORCHELASTIC_USE_AGENT_STORE`) and every
+    other rank reads it. Elsewhere this process's time, as Hydra's `${now:...}`: Lightning's
+    own ranks and submitit's tasks are given the resolved dir."""
+    now = datetime.now().strftime(fmt)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return now
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=timedelta(seconds=60),
+    )
+    # compare_set with "" sets the key only where it is missing and returns what it holds.
+    return store.compare_set(f"reslab/launch_time/{fmt}", "", now).decode()
 
 
 def per_device_batch(global_batch: int, world_size: int, accumulate: int = 1) -> int:

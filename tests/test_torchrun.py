@@ -1,0 +1,120 @@
+"""Ranks started by torchrun, as on cloud VMs and Kubernetes: each rank runs
+`python -m reslab.train` itself. One launch with two ranks, and two launches standing for two
+machines (`--nnodes=2 --node-rank=0/1`), every rank started seconds after the one before, so each
+reads another second on its clock: they still share one run dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BIN, dirs_env, ok, run_script
+from fake_cifar import write_cifar10
+from one_process_eval import assert_reduced_over_ranks
+
+from reslab import run_layout
+from reslab.distributed import launch_time
+
+# Each rank waits 2 s x its rank before it starts reslab, so no two ranks name their run dir in
+# the same second.
+STAGGER = ["--no-python", "sh", "-c", 'sleep $((2 * RANK)); exec "$0" "$@"', sys.executable]
+SMALL = ["data.verify_md5=false", "data.num_workers=0", "model.depth=8", "augmentation=none"]
+# A global batch of 50 of the 100 train images: 2 steps an epoch on any number of processes.
+RECIPE = [*SMALL, "data.batch_size=50", "trainer.max_steps=4"]
+DDP = ["trainer=ddp", "trainer.accelerator=cpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(
+    launch: list[str], args: list[str], data: Path, logs: Path, cwd: Path
+) -> subprocess.Popen:
+    """`torchrun <launch> -m reslab.train <args>` in the background (stdout and stderr in one)."""
+    return subprocess.Popen(
+        [str(BIN / "torchrun"), *launch, *STAGGER, "-m", "reslab.train", *args],
+        env={**os.environ, **dirs_env(data, logs)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def last_of(run_dir: Path) -> Path:
+    return run_layout.last_checkpoint(run_dir)
+
+
+def one_run_dir(logs: Path) -> Path:
+    (run_dir,) = (logs / "train" / "runs").iterdir()
+    return run_dir
+
+
+def test_every_rank_of_a_torchrun_launch_reads_the_first_ranks_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fmt = "%H-%M-%S.%f"  # microseconds: two clocks read one after the other differ
+    assert launch_time(fmt) != launch_time(fmt)  # not under torchrun: this process's clock
+    port = free_port()
+    agent_store = torch.distributed.TCPStore("127.0.0.1", port, is_master=True)
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    first = launch_time(fmt)
+    assert [launch_time(fmt) for _ in range(3)] == [first] * 3
+    del agent_store
+
+
+@pytest.mark.slow
+def test_ranks_started_seconds_apart_share_one_run_dir(tmp_path: Path) -> None:
+    data = write_cifar10(tmp_path / "data", per_batch=20, test=40)
+    launch = ["--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
+    args = [*DDP, "trainer.devices=2", *RECIPE, "test=false"]
+    out = finish(torchrun(launch, args, data, tmp_path / "logs", tmp_path))
+    run_dir = one_run_dir(tmp_path / "logs")  # rank 1 started 2 s later, in the same dir
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert out.count("summary: ") == 1
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_train_one_run(tmp_path: Path) -> None:
+    data = write_cifar10(tmp_path / "data", per_batch=20, test=200)
+    logs = tmp_path / "logs"
+    port = free_port()
+    args = [*DDP, "trainer.devices=1", "trainer.num_nodes=2", *RECIPE, "logger=[csv,wandb]"]
+    launch = ["--nnodes=2", "--nproc-per-node=1", "--master-addr=127.0.0.1"]
+    launch.append(f"--master-port={port}")
+    nodes = [torchrun([*launch, f"--node-rank={k}"], args, data, logs, tmp_path) for k in (0, 1)]
+    outs = [finish(node) for node in nodes]
+    run_dir = one_run_dir(logs)
+    summary = assert_reduced_over_ranks(run_dir, data, tmp_path / "eval")
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert "summary: " in outs[0] and "summary: " not in outs[1]  # rank 0 is on node 0
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    # The global batch split over the two ranks (25 images each): the 4 steps took 2 epochs, as
+    # in one process (a batch of 50 per rank would take 4, one step per epoch of 50 images).
+    ok(run_script(["reslab-train", *RECIPE, "trainer=cpu", "test=false"], data, tmp_path / "one"))
+    alone = last_of(one_run_dir(tmp_path / "one"))
+    epochs = [torch.load(p, weights_only=False)["epoch"] for p in (last_of(run_dir), alone)]
+    assert epochs[0] == epochs[1] == 2
