@@ -25,6 +25,7 @@ from reslab.cli import register_resolvers
 from reslab.errors import ConfigError, one_line
 from reslab.model_summary import main as summary_main
 from reslab.preflight import check_values
+from reslab.run_dirs import expand_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -145,6 +146,10 @@ def test_documented_train_command_composes_and_passes_the_checks(
     args = placeholders(args, {"logs/train/runs/<run>": str(tmp_path / "run")})
     args = placeholders(args, {"logs/train/multiruns/<sweep>": str(tmp_path / "sweep")})
     args = placeholders(args, {"<name>": "resnet20"})
+    saved = tmp_path / "run" / ".hydra" / "overrides.yaml"  # a run `resume=<run dir>` reads
+    saved.parent.mkdir(parents=True)
+    saved.write_text("- model.depth=8\n")
+    args = expand_resume(["reslab-train", *args])[1:]  # as the entry point rewrites them
     shown = BLOCKS[where]
     for cfg in compose_train(args, tmp_path):
         try:

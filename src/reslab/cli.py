@@ -175,8 +175,11 @@ def command(
             start()
             refused = False
             try:
+                from reslab.preflight import check_command_line
+
                 if argv is not None:
                     sys.argv = one_line_errors(argv)(sys.argv)
+                sys.argv = one_line_errors(check_command_line)(config_name, sys.argv)
                 task()
             except SystemExit as e:
                 refused = e.code == 2  # a ReslabError: a refused command leaves no new dir

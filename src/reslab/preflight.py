@@ -10,6 +10,9 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -173,3 +176,80 @@ def check_built(trainer: Any, datamodule: Any, module: Any) -> None:
             f"model.num_classes={head} but the data has {datamodule.num_classes} classes; "
             "drop model.num_classes (it follows data.num_classes)"
         )
+
+
+def check_command_line(config_name: str, argv: list[str]) -> list[str]:
+    """The command line's overrides composed once before Hydra runs them, so that a key or
+    option that does not exist is one line with the nearest one (Hydra's own message is
+    several lines and advises `+`), and a launcher this machine cannot run is refused."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    overrides = [a for a in argv[1:] if not a.startswith("-")]
+    if any(a.startswith("hydra/launcher=slurm") for a in overrides):
+        check_slurm()
+    if "-m" in argv or "--multirun" in argv or GlobalHydra.instance().is_initialized():
+        return argv  # sweep values (a=1,2) compose only per job
+    try:
+        with initialize_config_module("reslab.configs", version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option(str(e))) from None
+    except ConfigCompositionException as e:
+        if bad := re.match(r"Could not override '([\w.]+)'", str(e)):
+            raise ConfigError(_unknown_key(config_name, bad[1], overrides)) from None
+    except Exception:  # anything else is Hydra's to report, as it would without this check
+        return argv
+    return argv
+
+
+def check_slurm() -> None:
+    """A SLURM controller answers here (`sinfo`), before submitit's traceback would say not."""
+    fix = "launch from a SLURM login node, or run the sweep here with hydra/launcher=local"
+    if not shutil.which("sbatch"):
+        raise ConfigError(f"hydra/launcher=slurm needs SLURM (no sbatch on PATH); {fix}")
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True,
+                              timeout=20)  # fmt: skip
+        why = done.stderr.strip().splitlines()[-1] if done.returncode else ""
+    except (OSError, subprocess.TimeoutExpired) as e:
+        why = str(e)
+    if why:
+        raise ConfigError(f"hydra/launcher=slurm: no SLURM controller answers ({why}); {fix}")
+
+
+def _missing_option(message: str) -> str:
+    found = re.search(r"Could not find '([\w/]+)/([^']+)'", message)
+    if not found:
+        return message.strip().splitlines()[0]
+    group, option = found[1], found[2]
+    folder = resources.files("reslab.configs").joinpath(group)
+    names = sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+    near = difflib.get_close_matches(option, names, n=1)
+    hint = f"did you mean {group}={near[0]}? " if near else ""
+    return f"{group}={option} is not an option of {group}; {hint}options: {', '.join(names)}"
+
+
+def _unknown_key(config_name: str, key: str, overrides: list[str]) -> str:
+    from hydra import compose, initialize_config_module
+
+    groups = [o for o in overrides if "=" in o and "/" not in o.split("=")[0] and "." not in
+              o.split("=")[0] and not o.startswith(("+", "~"))]  # fmt: skip
+    with initialize_config_module("reslab.configs", version_base="1.3"):
+        cfg = compose(config_name, overrides=groups)
+    node, parts = cfg, key.split(".")
+    at = 0
+    for at, name in enumerate(parts):  # noqa: B007 (the first part that is not there)
+        if not isinstance(node, DictConfig) or name not in node:
+            break
+        node = node[name]
+    parent = ".".join(parts[:at])
+    names = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    near = difflib.get_close_matches(name, names, n=1)
+    fix = (
+        f"did you mean {parent + '.' if parent else ''}{near[0]}?"
+        if near
+        else (f"its keys: {', '.join(names)}")
+    )
+    return f"{key}: {parent or 'the config'} has no key {name!r}; {fix}"
