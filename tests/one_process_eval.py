@@ -21,8 +21,8 @@ def evaluate_last(run_dir: Path, data_dir: Path, log_dir: Path) -> dict[str, flo
     """`reslab-eval` of the run's `last.ckpt`, in one process."""
     ckpt = run_layout.last_checkpoint(run_dir)
     proc = ok(run_script(["reslab-eval", f"ckpt_path={ckpt}"], data_dir, log_dir, timeout=300))
-    (line,) = re.findall(r"test metrics: (\{.*\})", proc.stdout + proc.stderr)
-    return json.loads(line)
+    (path,) = re.findall(r"  metrics   (\S+metrics\.json)", proc.stdout + proc.stderr)
+    return json.loads(Path(path).read_text())
 
 
 def assert_reduced_over_ranks(run_dir: Path, data_dir: Path, log_dir: Path) -> dict:

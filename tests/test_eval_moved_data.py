@@ -34,6 +34,8 @@ def test_eval_follows_paths_data_dir_and_keeps_the_stored_values(
     assert run.code == 0, run.err[-2000:]
     (out,) = (tmp_path / "eval" / "runs").iterdir()
     metrics = json.loads((out / "metrics.json").read_text())
+    assert f"ckpt_path={ckpt}: test err {metrics['test/err']:.2f}%, top-5 err " in run.out
+    assert f"  metrics   {out / 'metrics.json'}" in run.out  # where it went
     summary = json.loads((ckpt.parent.parent / "summary.json").read_text())
     assert metrics["test/err"] == pytest.approx(summary["test_err"], abs=1e-4)
 

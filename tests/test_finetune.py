@@ -153,3 +153,18 @@ def test_eval_weights_still_takes_a_torchvision_file(imagefolder_root: Path, tmp
     args += [f"data.root={imagefolder_root}", "data.num_workers=0"]
     metrics = evaluate(compose_run(tmp_path / "eval", imagefolder_root, args, "eval"))
     assert 0 <= metrics["test/err"] <= 100
+
+
+def test_eval_of_weights_with_another_head_names_both_class_counts(
+    imagefolder_root: Path, tmp_path: Path
+) -> None:
+    file = tmp_path / "resnet18.pth"
+    torchvision_weights(file)  # torchvision's 1000 ImageNet classes, the data has 4
+    args = [f"weights={file}", "model=resnet18", "data=imagefolder", "augmentation=lowres"]
+    args += [f"data.root={imagefolder_root}", "data.num_workers=0"]
+    with pytest.raises(ConfigError) as e:
+        evaluate(compose_run(tmp_path / "eval", imagefolder_root, args, "eval"))
+    assert str(e.value).startswith(
+        f"weights={file} has a head for 1000 classes and the data 4; evaluate it on the data"
+    )
+    assert "reslab-train weights=<file>" in str(e.value)

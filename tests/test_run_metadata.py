@@ -39,20 +39,26 @@ def test_tags_reach_the_summary_wandb_and_tensorboard(cifar10_root: Path, tmp_pa
     assert all(tag in hparams["tags"].string_value for tag in TAGS)
 
 
-def test_the_resolved_config_tree_is_printed_and_saved(
-    cifar10_root: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+def test_the_resolved_config_tree_is_saved_and_its_choices_printed(
+    cifar10_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = compose_run(tmp_path, cifar10_root, [*TINY, "test=false", "trainer.max_steps=1"])
-    train(cfg)
-    out = capfd.readouterr().out
+    with caplog.at_level("INFO", logger="reslab"):
+        train(cfg)
+    out = caplog.text
     saved = (tmp_path / "config_tree.log").read_text()
     # Resolved: the interpolated run name and cudnn switch, not their ${...} expressions.
     assert "resnet-8_seed0" in saved and "benchmark: false" in saved and "${" not in saved
     assert saved.strip().splitlines()[0] == "config"
-    assert out.lstrip().startswith(saved.strip()), out[:3000]  # printed first, as saved
+    assert "None" not in saved and "ckpt_path\n│   └── null" in saved  # YAML throughout
+    assert max(len(line) for line in saved.splitlines()) > 80  # paths on one line each
+    assert "config: model=resnet20 data=cifar10 " in out  # what the run chose, on screen
+    assert f"full config: {tmp_path / 'config_tree.log'}" in out
+    assert "├── module" not in out
 
     # Other DDP ranks neither print nor write it.
     (tmp_path / "config_tree.log").unlink()
+    caplog.clear()
     rank = rank_zero_only.rank
     try:
         rank_zero_only.rank = 1
@@ -60,4 +66,4 @@ def test_the_resolved_config_tree_is_printed_and_saved(
     finally:
         rank_zero_only.rank = rank
     assert not (tmp_path / "config_tree.log").exists()
-    assert "resnet-8_seed0" not in capfd.readouterr().out
+    assert "full config" not in caplog.text

@@ -65,13 +65,15 @@ def register_resolvers() -> None:
 def quiet_lightning() -> None:
     """Drop messages Lightning 2.6 prints on every run that no user can act on: an advert for its
     cloud logger, a deprecation inside its own pytree helper, its note that our model-summary
-    callback replaces its default one, its note that the summary's size estimate assumes fp32
+    callback replaces its default one, its note why a fit stopped (the run's outcome says
+    it), its note that the summary's size estimate assumes fp32
     under mixed precision, and, where `srun` is installed, advice to run under `srun` (reslab
     reaches SLURM through `hydra/launcher=slurm`, docs/scale_out.md)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: (
             not str(record.msg).startswith("💡 Tip:")
             and "Skipping setting a default `ModelSummary`" not in str(record.msg)
+            and not str(record.msg).startswith("`Trainer.fit` stopped:")
         )
     )
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -25,8 +25,10 @@ from reslab.classifier import ImageClassifier
 from reslab.cli import command
 from reslab.errors import ConfigError, one_line
 from reslab.schema import check_targets, import_target, trusted_values
+from reslab.scores import ACC5, LOSS, TEST_ERR, metric_key
 
 log = logging.getLogger("reslab")
+TEST_ACC5, TEST_LOSS = metric_key("test", ACC5), metric_key("test", LOSS)
 # Groups a user may pick on the eval command line to replace the stored run's (`data=cifar10`
 # after the data moved, `augmentation=...`), and what always comes from the eval config: where
 # files live and how to run.
@@ -163,6 +165,29 @@ def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
     return merged
 
 
+def check_fits(net: Any, state: dict[str, Any], source: str) -> None:
+    """The weights fit the network, or one line naming the first mismatch and the fix: a head
+    for another class count is the usual one (torchvision's 1000 ImageNet classes)."""
+    ours = net.state_dict()
+    head, theirs = ours.get("fc.weight"), state.get("fc.weight")
+    if head is not None and theirs is not None and head.shape != theirs.shape:
+        raise ConfigError(
+            f"{source} has a head for {theirs.shape[0]} classes and the data {head.shape[0]}; "
+            "evaluate it on the data it was trained on (torchvision's: data=imagenet), or "
+            "fine-tune it first: reslab-train weights=<file> model=<name> data=<name>"
+        )
+    bad = [k for k in ours if k not in state or state[k].shape != ours[k].shape]
+    bad += [k for k in state if k not in ours]
+    if bad:
+        theirs_shape = tuple(state[bad[0]].shape) if bad[0] in state else "missing"
+        ours_shape = tuple(ours[bad[0]].shape) if bad[0] in ours else "not in the model"
+        raise ConfigError(
+            f"{source} does not fit the model config (first mismatch: {bad[0]}, file "
+            f"{theirs_shape}, model {ours_shape}); use the model the weights were trained "
+            "with (model=<name>)"
+        )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     source = next((k for k in ("ckpt_path", "weights") if cfg.get(k)), None)
     if source is None:
@@ -174,17 +199,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(run_cfg)
     datamodule = build_datamodule(run_cfg)
     net = build_net(run_cfg)
-    try:
-        net.load_state_dict(state_dict)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise ConfigError(
-            f"{source}={cfg[source]} does not fit the model config: {first}"
-        ) from None
-    results = trainer.test(ImageClassifier(net), datamodule=datamodule)[0]
+    check_fits(net, state_dict, f"{source}={cfg[source]}")
+    net.load_state_dict(state_dict)
+    results = trainer.test(ImageClassifier(net), datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in results.items()}
-    Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("test metrics: %s", json.dumps(metrics))
+    out = Path(cfg.paths.output_dir, "metrics.json")
+    out.write_text(json.dumps(metrics, indent=2))
+    log.info(
+        "%s=%s: test err %.2f%%, top-5 err %.2f%%, loss %.4f\n  metrics   %s",
+        source, cfg[source], metrics[TEST_ERR], 100 * (1 - metrics[TEST_ACC5]),
+        metrics[TEST_LOSS], out,
+    )  # fmt: skip
     return metrics
 
 

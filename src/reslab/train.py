@@ -3,14 +3,16 @@ record."""
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reslab import checkpoints, run_layout, run_record
 from reslab.builders import build_datamodule, build_module, build_trainer
@@ -36,21 +38,32 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 @rank_zero_only
 def print_config(cfg: DictConfig, run_dir: Path) -> None:
-    """The resolved config as a tree at the start of the run, also saved as
-    `<run dir>/config_tree.log` (`.hydra/config.yaml` keeps it unresolved)."""
+    """The resolved config as a YAML tree in `<run dir>/config_tree.log` (`.hydra/config.yaml`
+    keeps it unresolved), and on screen what the run chose: its groups' options, the
+    command line's overrides, and where the tree is."""
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
 
     tree = Tree("config", guide_style="dim")
     for key, value in cfg.items():
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else value
-        syntax = Syntax(str(text).strip(), "yaml", theme="ansi_dark", word_wrap=True)
-        tree.add(str(key)).add(syntax)
-    console = Console(record=True)
+        node = value if isinstance(value, DictConfig | ListConfig) else OmegaConf.create([value])
+        text = OmegaConf.to_yaml(node, resolve=True)
+        text = text if node is value else text.removeprefix("- ")
+        tree.add(str(key)).add(Syntax(text.strip(), "yaml", theme="ansi_dark", word_wrap=True))
+    console = Console(file=io.StringIO(), width=160, record=True)  # paths unwrapped
     console.print(tree)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_layout.config_tree(run_dir).write_text(console.export_text())
+    saved = run_layout.config_tree(run_dir)
+    saved.write_text(console.export_text())
+    runtime = HydraConfig.get() if HydraConfig.initialized() else None
+    chosen = (runtime.runtime.choices if runtime else {}).items()
+    choices = {k: v for k, v in reversed(chosen) if not k.startswith("hydra") and v is not None}
+    lines = ["config: " + " ".join(f"{k}={v}" for k, v in choices.items())]
+    if runtime and runtime.overrides.task:
+        lines.append("  overrides: " + " ".join(runtime.overrides.task))
+    lines.append(f"  full config: {saved}")
+    log.info("%s", "\n".join(lines))
 
 
 def build_run(cfg: DictConfig) -> tuple[L.Trainer, Any, Any]:
@@ -91,7 +104,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
         tested = run_record.tested_weights(run_record.val_is_test(datamodule), best or None)
         ckpt = best if tested[0] == "best" else None
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        # The outcome line says the test error; Lightning's table mixes fractions and percent.
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False
+        )
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     record = run_record.write_completed(
         cfg, module, trainer, datamodule, time.time() - start, metrics, tested
