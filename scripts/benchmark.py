@@ -476,9 +476,11 @@ def main() -> None:
         rate = med[key]
         digits = int(rate < 100)  # one decimal for the slow rows (a CPU's ResNet-50)
         spread = f"{min(rows[key]):,.{digits}f}-{max(rows[key]):,.{digits}f}"
+        # A measured peak is a lower bound (a busy machine): above 100% it says nothing.
+        mfu = rate * flops / peak
         print(
             f"| {name} | {rate:,.{digits}f} | {spread} | {rate / med[ref]:.3f} | {to} | "
-            f"{rate * flops / 1e12:.3f} | {rate * flops / peak:.1%} |"
+            f"{rate * flops / 1e12:.3f} | {f'{mfu:.1%}' if mfu <= 1 else '- (peak low)'} |"
         )
     if not args.training_only:
         extras(args, out, device_cfg, (device_batches, cpu_batches), med)

@@ -79,7 +79,9 @@ def test_failed_trials_are_fail_and_completed_ones_return_their_final_val_error(
     results = OmegaConf.load(sweep / "optimization_results.yaml")
     assert results.best_value == pytest.approx(completed[0].value)
     assert results.best_params["optimizer.lr"] == 0.05
-    # each trial's dir is named by its values
+    # each trial's dir is named by its values, in 3 significant digits
     p = completed[0].params
-    name = f"resnet-8_lr{p['optimizer.lr']}_wd{p['optimizer.weight_decay']}"
-    assert (sweep / f"{completed[0].number}_{name}_ls{p['module.label_smoothing']}_seed0").is_dir()
+    name = f"resnet-8_lr{p['optimizer.lr']:.3g}_wd{p['optimizer.weight_decay']:.3g}"
+    assert (
+        sweep / f"{completed[0].number}_{name}_ls{p['module.label_smoothing']:.3g}_seed0"
+    ).is_dir()

@@ -17,9 +17,11 @@ def test_resnet50_per_stage_total_and_table1(tmp_path: Path) -> None:
     assert "resnet50 at 224x224, 1000 classes" in out
     for part in ("conv1", "layer1", "layer2", "layer3", "layer4", "fc"):
         assert f"│ {part} " in out
-    # MACs in Lightning's human-readable counts: 4.09e9 -> "4.1 B".
-    assert "2048x7x7" in out and "25,557,032" in out and "│ 4.1 B │" in out
-    assert "He et al. 2015, Table 1" in out and "3.8 G" in out and "v1.5" in out
+    # MACs in one unit, the paper's G (1e9), for every row, the paper's included.
+    assert "2048x7x7" in out and "25,557,032" in out and "│ 4.09 G │" in out
+    assert "He et al. 2015, Table 1" in out and "│ 3.80 G │" in out and "v1.5" in out
+    macs = [ln.rsplit("│", 2)[-2].strip() for ln in out.splitlines() if ln.startswith("│ ")]
+    assert macs and all(m.endswith(" G") for m in macs[1:]), macs
     assert list(tmp_path.iterdir()) == []  # writes nothing
 
 
@@ -32,6 +34,7 @@ def test_cifar_variant_at_32x32_without_a_dataset(
     assert "preact_resnet164 at 32x32, 10 classes" in run.out
     assert "final_bn" in run.out and "256x8x8" in run.out and "1,703,258" in run.out
     assert "Table 1" not in run.out  # no paper figure for a net that is not in it
+    assert " M │" in run.out and " G │" not in run.out  # under 1e9 MACs: every row in M
     assert list(tmp_path.iterdir()) == []
 
 

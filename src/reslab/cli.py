@@ -52,6 +52,8 @@ def register_resolvers() -> None:
         "layout": layout,
         # `${metric:val_err}`: a logged metric's name (reslab.scores), e.g. what to monitor.
         "metric": config_metric,
+        # `${short:${optimizer.lr}}`: a number in 3 significant digits, for run names.
+        "short": lambda x: f"{x:.3g}",
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -7,7 +7,6 @@ import inspect
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
@@ -84,14 +83,16 @@ def render(cfg: DictConfig, rows: dict[str, dict], size: int, paper: float | Non
     table = Table(title=f"{name} at {size}x{size}, {cfg.data.num_classes} classes")
     for col in ("part", "output", "params", "MACs"):
         table.add_column(col, justify="left" if col == "part" else "right")
+    # One unit for the column, the paper's (G, 1e9) from a billion on, else M.
+    scale, unit = (1e9, "G") if rows["total"]["macs"] >= 1e9 else (1e6, "M")
     for part, row in rows.items():
         shape = "x".join(map(str, row["shape"])) if row["shape"] else ""
         style = "bold" if part == "total" else None
-        table.add_row(
-            part, shape, f"{row['params']:,}", get_human_readable_count(row["macs"]), style=style
-        )
+        macs = f"{row['macs'] / scale:.2f} {unit}"
+        table.add_row(part, shape, f"{row['params']:,}", macs, style=style)
     if paper is not None:
-        table.add_row("He et al. 2015, Table 1", "", "", f"{paper:.1f} G", style="italic")
+        paper_macs = f"{paper * 1e9 / scale:.2f} {unit}"
+        table.add_row("He et al. 2015, Table 1", "", "", paper_macs, style="italic")
         ours = rows["total"]["macs"] / 1e9
         if int(cfg.model.depth) >= 50:
             table.caption = (
