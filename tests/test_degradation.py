@@ -220,3 +220,12 @@ def test_warmup_holds_lr_until_the_training_error_drops_below_80() -> None:
     disabled, trainer = ErrorWarmup(enabled=False), fake_trainer(0.1)
     disabled.on_train_start(trainer, None)
     assert lr_of(trainer) == pytest.approx(0.1)
+
+
+def test_a_run_that_validated_once_draws_its_test_point(tmp_path: Path) -> None:
+    from reslab.report import Run
+
+    curves = {"train/err_step": [(1, 90.0), (2, 80.0)], "val/err": [(2, 75.0)]}
+    run = Run(tmp_path, {"model": {"depth": 8, "residual": True}}, None, curves)
+    (test,) = [ln for ln in plot_curves([run]).axes[1].lines if ln.get_label() == "ResNet-8 test"]
+    assert list(test.get_ydata()) == [75.0] and test.get_marker() == "o"

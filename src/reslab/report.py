@@ -258,7 +258,9 @@ def plot_curves(runs: Sequence[Run]) -> Figure:
             ):
                 if points:
                     xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, style, linewidth=width, color=colour[depth], label=label)
+                    marker = "o" if len(points) == 1 else None  # a lone point draws no line
+                    ax.plot(xs, ys, style, linewidth=width, color=colour[depth], label=label,
+                            marker=marker)  # fmt: skip
         ax.set_title("plain" if not residual else "residual")
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
