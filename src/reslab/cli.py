@@ -16,6 +16,7 @@ import hydra
 from dotenv import find_dotenv, load_dotenv
 from omegaconf import DictConfig, OmegaConf
 
+from reslab import stopping
 from reslab.data.imagefolder import count_classes
 from reslab.devices import default_precision
 from reslab.errors import ReslabError, one_line
@@ -98,9 +99,10 @@ def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 class Task:
-    """A Hydra task function. Alone it fails a run with one line for a `ReslabError`; in a
-    multirun it records any failure in the job's run dir and lets the sweep go on (the sweep
-    reports its failed jobs at the end: `reslab.run_dirs.SweepOutcome`).
+    """A Hydra task function. Alone it fails a run with one line for a `ReslabError`, and ends
+    a run stopped by a signal with 128 + its number; in a multirun it records any failure in
+    the job's run dir and lets the sweep go on (the sweep reports its failed and interrupted
+    jobs at the end: `reslab.run_dirs.RunDirs`).
 
     The worker processes of a multirun launcher (joblib, submitit) unpickle the task function
     before Hydra resolves the job's run dir; unpickling runs `start` there first."""
@@ -116,7 +118,15 @@ class Task:
         from reslab.run_record import in_multirun, write_failed
 
         try:
-            return self.fn(cfg)
+            with stopping.job():
+                return self.fn(cfg)
+        except stopping.Stopped as e:
+            # The run's record says so (reslab.train); a sweep goes on to report it.
+            log.warning("%s; continue it with resume=true", e)
+            if in_multirun():
+                return None
+            print(f"reslab: {e}; continue it with resume=true", file=sys.stderr)
+            raise SystemExit(e.exit_code) from None
         except Exception as e:
             if not in_multirun():
                 if isinstance(e, ReslabError):
@@ -133,6 +143,8 @@ class Task:
 
 def _task_in_worker(fn: Callable[[DictConfig], Any]) -> Task:
     start()
+    stopping.in_sweep()  # for the worker's life: a stop between two jobs is not lost
+    stopping.install()
     return Task(fn)
 
 
@@ -148,7 +160,11 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callabl
         @functools.wraps(fn)
         def main() -> None:
             start()
-            task()
+            stopping.install()
+            try:
+                task()
+            finally:
+                stopping.uninstall()
 
         return main
 
