@@ -122,10 +122,10 @@ class Task:
                 return self.fn(cfg)
         except stopping.Stopped as e:
             # The run's record says so (reslab.train); a sweep goes on to report it.
-            log.warning("%s; continue it with resume=true", e)
+            log.warning("%s", e)
             if in_multirun():
                 return None
-            print(f"reslab: {e}; continue it with resume=true", file=sys.stderr)
+            print(f"reslab: {e}", file=sys.stderr)
             raise SystemExit(e.exit_code) from None
         except Exception as e:
             if not in_multirun():

@@ -45,7 +45,11 @@ class Stopped(BaseException):
 
     def __init__(self, signum: int, stage: str) -> None:
         self.signum, self.stage = signum, stage
+        self.advice = ""  # what the user can do next, set by the command
         super().__init__(f"stopped by {self.signal_name} ({stage})")
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}; {self.advice}" if self.advice else self.args[0]
 
     @property
     def signal_name(self) -> str:
@@ -107,7 +111,7 @@ def handle(signum: int, frame: FrameType | None) -> None:
     elif _state.deferred:
         log.warning("%s received: the run stops at its next safe point (saving last.ckpt)", name)
     else:
-        raise Stopped(signum, "before training")
+        raise Stopped(signum, "starting")
 
 
 def install() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from reslab import checkpoints, run_layout, run_record, stopping
@@ -73,10 +74,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     signal (`reslab.stopping`) ends it with `last.ckpt` saved and the record saying
     `interrupted`."""
     try:
-        stopping.raise_if_requested("before training")  # a sweep stopped before this job
-        return _train(cfg)
+        try:
+            stopping.raise_if_requested("starting")  # a sweep stopped before this job
+            return _train(cfg)
+        except SIGTERMException:
+            # Lightning's own SIGTERM stop, from a signal in the moment before `StopOnSignal`
+            # takes over its handler: after a batch, as ours.
+            if (signum := stopping.requested()) is None:
+                raise
+            raise stopping.Stopped(signum, "training") from None
     except stopping.Stopped as stop:
         run_record.write_interrupted(cfg, stop)
+        stop.advice = "continue it with resume=true"
         raise
 
 
