@@ -273,3 +273,24 @@ def test_a_local_sweep_stopped_by_a_signal_stops_its_jobs_and_resumes(
         assert record(job)["status"] == "completed" and record(job)["steps"] == 20
         check_left_whole(job, 20)
     check_equal(jobs[0], full)
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_process_group_leaves_the_dataloader_workers_to_the_run(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to the whole group (as `timeout` sends it) reaches the DataLoader's worker
+    processes too: they leave it to the run, which stops cleanly (it killed them, and the run
+    failed with "DataLoader worker exited unexpectedly")."""
+    run_dir = tmp_path / "run"
+    args = [*ARGS, "data.pipeline=workers", "data.num_workers=1", f"hydra.run.dir={run_dir}"]
+    proc = start([*args, *signal_at("on_train_batch_start", 3, "SIGTERM", group=True)],
+                 cifar10_root, tmp_path)  # fmt: skip
+    assert proc.wait(timeout=300) == 143, proc.stderr.read()[-3000:]
+    assert group_ended(proc.pid)
+    assert record(run_dir)["status"] == "interrupted" and record(run_dir)["steps"] == 4
+    check_left_whole(run_dir, 4)
+    again = start([*args, "resume=true"], cifar10_root, tmp_path)
+    assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
+    assert record(run_dir)["status"] == "completed"
+    check_left_whole(run_dir, 20)

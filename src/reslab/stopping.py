@@ -196,3 +196,19 @@ def deferred() -> Iterator[None]:
 def raise_if_requested(stage: str) -> None:
     if _state.signum is not None:
         raise Stopped(_state.signum, stage)
+
+
+@contextlib.contextmanager
+def held_from_children() -> Iterator[None]:
+    """Stop signals blocked in this thread while it starts worker processes (a DataLoader's):
+    they inherit the mask and never take a stop signal sent to the process group, which
+    killed them and failed the run; their loader ends them. This thread takes a signal that
+    came meanwhile as the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
