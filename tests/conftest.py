@@ -40,6 +40,22 @@ def imagefolder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_imagefolder(tmp_path_factory.mktemp("imagefolder"))
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 12 MB tmpfs (skipped where mounting is not permitted)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture(autouse=True)
 def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never touch the network or a user's W&B account."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,22 +27,6 @@ def error_line(run) -> str:
     assert run.code == 2 and "Traceback" not in run.err, run.err[-2000:]
     (line,) = [ln for ln in run.err.splitlines() if ln.startswith("reslab: error:")]
     return line
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 12 MB tmpfs (skipped where mounting is not permitted)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, leave: int) -> None:

@@ -5,6 +5,7 @@ atomic), flushed to disk, then renamed over it."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -17,8 +18,13 @@ class WriteError(ReslabError):
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path`; first removes what an earlier write of `path` that was killed
+    (kill -9, power loss) left beside it. One process writes a given file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others

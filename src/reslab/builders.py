@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from reslab import checkpoints
+from reslab.callbacks import StopOnSignal
 from reslab.classifier import ImageClassifier
 from reslab.errors import ConfigError, reslab_cause
 
@@ -39,7 +40,10 @@ def build(node: DictConfig | None, key: str, **kwargs: Any) -> Any:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer with the config's callbacks and loggers, and `StopOnSignal` first: every run
+    stops cleanly on a signal, whatever the config lists."""
     callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()]
+    callbacks.insert(0, StopOnSignal())
     loggers = [build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items()]
     return build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -21,25 +19,21 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-from reslab import run_layout
+from reslab import run_layout, stopping
 from reslab.errors import ConfigError, ReslabError
 from reslab.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, TRAIN_LOSS, VAL_ERR
 
 log = logging.getLogger("reslab")
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
 
 class LastCheckpoint(ModelCheckpoint):
     """`last.ckpt` after every validation (or every `every_n_train_steps`), when training ends,
-    and on SIGTERM/SIGUSR1 (preemption) before the process exits with 128 + the signal.
+    and when a stop signal arrives (`StopOnSignal` asks for it).
 
     Lightning's own pieces do not add up to this: `save_last` refreshes `last.ckpt` only when a
     monitored top-k file is written (a run whose best epoch is early would resume from there);
-    its SIGTERM handling ends the run with exit status 0 and handles SIGUSR1 only under SLURM;
     `save_on_exception` would also save the weights of a run stopped for diverging. Writes go
     through `reslab.checkpoints.AtomicCheckpointIO`. `_last_global_step_saved` is
     ModelCheckpoint's own record of its last save (no public accessor), shared with its
@@ -52,48 +46,34 @@ class LastCheckpoint(ModelCheckpoint):
             monitor=None,
             save_top_k=1,
             every_n_train_steps=every_n_train_steps,
-            # ModelCheckpoint's own saves (at an epoch's end) replace `last.ckpt` too, instead
-            # of writing `last-v1.ckpt` beside the one `_save_now` wrote.
+            # Always this one file: a run resumed from a last.ckpt that `save_now` wrote (which
+            # ModelCheckpoint's top-k record does not list), or ModelCheckpoint's own save at an
+            # epoch's end, wrote last-v1.ckpt beside it.
             enable_version_counter=False,
         )
-        self._signal: int | None = None
-        self._previous: dict[int, Any] = {}
+        self.save_for_stop = False  # set by StopOnSignal for this batch's end
 
     @property
     def path(self) -> Path:
         return Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")
 
-    def _save_now(self, trainer: L.Trainer) -> None:
+    def save_now(self, trainer: L.Trainer) -> None:
         # Lightning's rule: not twice for one step, nor with fast_dev_run.
         if not self._should_skip_saving_checkpoint(trainer):
             trainer.save_checkpoint(self.path, weights_only=False)
             self._last_global_step_saved = trainer.global_step
             self.last_model_path = str(self.path)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # Only note it here: the checkpoint is written between two batches.
-        self._signal = signum
-        previous = self._previous.get(signum)
-        if callable(previous):
-            previous(signum, frame)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After Lightning's own handlers (registered before this hook), which we chain to.
-        for sig in PREEMPTION_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._on_signal)
-
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, *args, **kwargs)
-        if self._signal is not None:
-            name = signal.Signals(self._signal).name
-            self._save_now(trainer)
+        if self.save_for_stop:
+            self.save_now(trainer)
             log.warning(
-                "%s received: saved %s at step %d; continue with resume=true in this run dir",
-                name,
+                "saved %s at step %d; continue with resume=true in this run dir",
                 self.path,
                 trainer.global_step,
             )
-            raise SIGTERMException(128 + self._signal)
+            self.save_for_stop = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # ModelCheckpoint saves here only without `every_n_train_steps`; `last.ckpt` is
@@ -102,12 +82,63 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save_now(trainer)
+        self.save_now(trainer)
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
+
+class StopOnSignal(Callback):
+    """Takes a stop signal (`reslab.stopping`) where the run's state is whole, so the run ends
+    with `last.ckpt` at the step it stopped and `metrics.csv` holding exactly the steps before
+    it.
+
+    In training, after a batch that neither ends the epoch nor is followed by validation:
+    `LastCheckpoint` saves `last.ckpt` at the batch's end (after the other callbacks, so it holds
+    their state of the step: EMA's average, the warm-up), the batch's metrics are logged, and
+    the run stops as the next batch starts, before any callback logs for it. A checkpoint at an
+    epoch's end would not do: Lightning, resuming from it, skips that epoch's validation and
+    epoch metrics. A stop during validation or an epoch's end waits for the next such batch
+    (one validation at most). In a test or sanity check, at the next batch; the test runs again
+    on resume. First in the Trainer's callbacks (`reslab.builders.build_trainer`)."""
+
+    def __init__(self) -> None:
+        self._stop_next_batch = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._stop_next_batch = False
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stopping.take_over()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stopping.take_over()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stopping.take_over()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if stopping.requested() is None or self._stop_next_batch:
+            return
+        loop = trainer.fit_loop.epoch_loop
+        every = trainer.val_check_batch
+        validates = isinstance(every, int) and every > 0 and (i + 1) % every == 0
+        if loop.batch_progress.is_last_batch or validates or loop.done:
+            return
+        for callback in trainer.callbacks:
+            if isinstance(callback, LastCheckpoint):
+                callback.save_for_stop = True
+        self._stop_next_batch = True
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._stop_next_batch:
+            stopping.raise_if_requested("training")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.sanity_checking:
+            stopping.raise_if_requested("sanity check")
+
+    def on_test_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        stopping.raise_if_requested("test")
 
 
 class NonFiniteLoss(ReslabError):

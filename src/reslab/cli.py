@@ -18,6 +18,7 @@ import hydra
 from dotenv import load_dotenv
 from omegaconf import DictConfig, OmegaConf
 
+from reslab import stopping
 from reslab.data.imagefolder import count_classes
 from reslab.devices import default_precision
 from reslab.distributed import launch_time
@@ -119,9 +120,10 @@ def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 class Task:
-    """A Hydra task function. Alone it fails a run with one line for a `ReslabError`; in a
-    multirun it records any failure in the job's run dir and lets the sweep go on (the sweep
-    reports its failed jobs at the end: `reslab.run_dirs.SweepOutcome`).
+    """A Hydra task function. Alone it fails a run with one line for a `ReslabError`, and ends
+    a run stopped by a signal with 128 + its number; in a multirun it records any failure in
+    the job's run dir and lets the sweep go on (the sweep reports its failed and interrupted
+    jobs at the end: `reslab.run_dirs.RunDirs`).
 
     The worker processes of a multirun launcher (joblib, submitit) unpickle the task function
     before Hydra resolves the job's run dir; unpickling runs `start` there first."""
@@ -142,7 +144,15 @@ class Task:
         else:
             log.info(".env: none in the working directory %s", Path.cwd())
         try:
-            return self.fn(cfg)
+            with stopping.job():
+                return self.fn(cfg)
+        except stopping.Stopped as e:
+            # The run's record says so (reslab.train); a sweep goes on to report it.
+            log.warning("%s", e)
+            if in_multirun():
+                return None
+            print(f"reslab: {e}", file=sys.stderr)
+            raise SystemExit(e.exit_code) from None
         except Exception as e:
             if not in_multirun():
                 if isinstance(e, ReslabError):
@@ -159,6 +169,8 @@ class Task:
 
 def _task_in_worker(fn: Callable[[DictConfig], Any]) -> Task:
     start()
+    stopping.in_sweep()  # for the worker's life: a stop between two jobs is not lost
+    stopping.install()
     return Task(fn)
 
 
@@ -178,6 +190,7 @@ def command(
         def main() -> None:
             start()
             refused = False
+            stopping.install()
             try:
                 from reslab.preflight import check_command_line
 
@@ -189,6 +202,7 @@ def command(
                 refused = e.code == 2  # a ReslabError: a refused command leaves no new dir
                 raise
             finally:
+                stopping.uninstall()
                 release(refused)
 
         return main

@@ -92,8 +92,19 @@ class RunDirWandbLogger(WandbLogger):
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSVLogger, except that a resumed run appends to its `metrics.csv`: Lightning
     deletes the file when its dir already holds logs, and a resume would lose every earlier
-    row. The override of `experiment` reads the logger's `_experiment` cache, as Lightning's
-    own property does: there is no public hook between creating the writer and its first row."""
+    row. Rows logged after the checkpoint the run resumes from (`resume_at`: a run killed
+    between two checkpoints had logged them) are dropped, since the resumed run logs those
+    steps again. The override of `experiment` reads the logger's `_experiment` cache, as
+    Lightning's own property does: there is no public hook between creating the writer and
+    its first row."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_step: int | None = None
+
+    def resume_at(self, step: int) -> None:
+        """The run continues from a checkpoint at global step `step`: rows of later steps go."""
+        self._resume_step = step
 
     @property
     @rank_zero_experiment
@@ -104,6 +115,18 @@ class ResumableCSVLogger(CSVLogger):
         earlier = path.read_text() if path.is_file() else ""
         writer = super().experiment
         if earlier:
+            keys = next(csv.reader(io.StringIO(earlier)))
+            if self._resume_step is not None:
+                kept = [
+                    row
+                    for row in csv.DictReader(io.StringIO(earlier))
+                    if not row.get("step") or int(row["step"]) < self._resume_step
+                ]
+                out = io.StringIO()
+                table = csv.DictWriter(out, fieldnames=keys)
+                table.writeheader()
+                table.writerows(kept)
+                earlier = out.getvalue()
             path.write_text(earlier)
-            writer.metrics_keys = sorted(next(csv.reader(io.StringIO(earlier))))
+            writer.metrics_keys = sorted(keys)
         return writer

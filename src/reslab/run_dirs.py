@@ -1,7 +1,7 @@
 """Run dirs are never lost: a Hydra callback, run in the launching process before any job
 starts, refuses a run or sweep dir that already holds a run unless `resume=true`, refuses
 `resume=true` with nothing to resume, names `RESLAB_LOG_DIR` when the log dir cannot be
-created, and after a sweep lists its failed jobs and exits non-zero."""
+created, and after a sweep lists its failed and interrupted jobs and exits non-zero."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from reslab import run_lock, run_record
+from reslab import run_lock, run_record, stopping
 from reslab.cli import print_error
 from reslab.errors import ConfigError
 from reslab.run_layout import OVERRIDES, RUN_FILES
@@ -23,6 +23,13 @@ from reslab.run_layout import OVERRIDES, RUN_FILES
 # Set by launchers in the extra processes of one run (DDP ranks, srun tasks): only the first
 # process of a run checks its dir.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+# Hydra's default launcher runs the jobs one after another in the launching process; these run
+# them in joblib (loky) worker processes on this machine.
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+JOBLIB_LAUNCHERS = (
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.reslab_local_gpus.local_gpus_launcher.LocalGpusLauncher",
+)
 
 
 # What a resumed run may change: its length (train longer).
@@ -105,6 +112,11 @@ class RunDirs(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._exit_on_error(self._check_sweep, config)
+        launcher = OmegaConf.select(config, "hydra.launcher._target_")
+        if launcher == BASIC_LAUNCHER:
+            stopping.in_sweep()
+        elif launcher in JOBLIB_LAUNCHERS:
+            stopping.relay_to_workers()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed, sweep_dir = [], Path(str(config.hydra.sweep.dir)).absolute()
@@ -120,11 +132,15 @@ class RunDirs(Callback):
                 failed.append(f"{run_dir}: no {run_record.FILE} (killed, or still running)")
             elif record.get("status") != "completed":
                 name = record.get("run_name") or run_dir.name
-                failed.append(f"{name}: {record.get('error', record.get('status'))} ({run_dir})")
+                failed.append(f"{name}: {run_record.not_completed(record)} ({run_dir})")
+        stopped = stopping.requested()
         if failed:
             print(f"reslab: {len(failed)} job(s) of the sweep did not complete:", file=sys.stderr)
             for line in failed:
                 print(f"  {line}", file=sys.stderr)
+        if stopped is not None:  # as a shell reports a process ended by the signal
+            raise SystemExit(128 + stopped)
+        if failed:
             raise SystemExit(1)
 
     @staticmethod

@@ -1,7 +1,7 @@
 """A run's record, `<run dir>/summary.json`: what ran, what it cost, how well it did, and
-whether it completed or failed. This module alone writes and reads it: `reslab-train` writes
-it, a re-launched sweep skips the runs it marks finished, `reslab-report` and the end-of-sweep
-check read it."""
+whether it completed, failed or was interrupted. This module alone writes and reads it:
+`reslab-train` writes it, a re-launched sweep skips the runs it marks finished,
+`reslab-report` and the end-of-sweep check read it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
@@ -21,6 +22,7 @@ from reslab.callbacks import ErrorTracker, WallTime
 from reslab.errors import DataError, one_line
 from reslab.flops import count_macs
 from reslab.scores import TEST_ERR, TRAIN_ERR, VAL_ERR
+from reslab.stopping import Stopped
 
 FILE = run_layout.SUMMARY
 
@@ -203,6 +205,42 @@ def write_failed(error: BaseException, run_name: str | None) -> None:
     record = {"run_name": run_name, "status": "failed", "error": f"{type(error).__name__}: "}
     record["error"] += one_line(error)
     _write(run_dir, record)
+
+
+def write_interrupted(cfg: DictConfig, stop: Stopped) -> None:
+    """`status: interrupted`, the signal, where the run was (`stage`) and `steps`: the step of
+    its `last.ckpt` (0 without one), where `resume=true` continues; written by rank 0. A
+    record that cannot be read is left as it is."""
+    run_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank != 0:
+        return
+    try:
+        read(run_dir)
+    except UnreadableRecord:
+        return
+    last = run_layout.last_checkpoint(run_dir)
+    steps = 0
+    if last.is_file():
+        steps = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    record = {
+        "run_name": cfg.get("run_name"),
+        "status": "interrupted",
+        "signal": stop.signal_name,
+        "stage": stop.stage,
+        "steps": steps,
+        "last_checkpoint": str(last) if last.is_file() else None,
+    }
+    _write(run_dir, record)
+
+
+def not_completed(record: dict[str, Any]) -> str:
+    """Why a record's run did not complete, in a few words."""
+    if record.get("status") == "interrupted":
+        return (
+            f"interrupted by {record.get('signal')} ({record.get('stage')}) at step "
+            f"{record.get('steps')}; resume=true continues it"
+        )
+    return str(record.get("error", record.get("status")))
 
 
 def _write(run_dir: Path, record: dict[str, Any]) -> None:

@@ -12,12 +12,14 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from reslab import checkpoints, run_layout, run_record
+from reslab import checkpoints, run_layout, run_record, stopping
 from reslab.builders import build_datamodule, build_module, build_trainer
 from reslab.callbacks import duration
 from reslab.cli import command
+from reslab.loggers import ResumableCSVLogger
 from reslab.preflight import check_built, check_config
 from reslab.run_dirs import expand_resume
 
@@ -82,7 +84,26 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, Any, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (and test) one run; returns its record, also written to `summary.json`."""
+    """Fit (and test) one run; returns its record, also written to `summary.json`. A stop
+    signal (`reslab.stopping`) ends it with `last.ckpt` saved and the record saying
+    `interrupted`."""
+    try:
+        try:
+            stopping.raise_if_requested("starting")  # a sweep stopped before this job
+            return _train(cfg)
+        except SIGTERMException:
+            # Lightning's own SIGTERM stop, from a signal in the moment before `StopOnSignal`
+            # takes over its handler: after a batch, as ours.
+            if (signum := stopping.requested()) is None:
+                raise
+            raise stopping.Stopped(signum, "training") from None
+    except stopping.Stopped as stop:
+        run_record.write_interrupted(cfg, stop)
+        stop.advice = "continue it with resume=true"
+        raise
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     done = run_record.finished_metrics(
         cfg.paths.output_dir, cfg.trainer.max_steps, cfg.trainer.get("max_epochs", -1)
@@ -93,25 +114,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_checkpoint(cfg)
     trainer, datamodule, module = build_run(cfg)
     if ckpt_path:  # another architecture's checkpoint is refused before the run starts
-        module.check_architecture(checkpoints.load(ckpt_path, "ckpt_path", weights_only=True))
+        stored = checkpoints.load(ckpt_path, "ckpt_path", weights_only=True)
+        module.check_architecture(stored)
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.resume_at(stored["global_step"])
     print_config(cfg, Path(cfg.paths.output_dir))
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    tested = None
-    if cfg.get("test"):
-        # The final weights, unless validation is held out from training (run_record says why).
-        best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
-        tested = run_record.tested_weights(run_record.val_is_test(datamodule), best or None)
-        ckpt = best if tested[0] == "best" else None
-        # The outcome line says the test error; Lightning's table mixes fractions and percent.
-        trainer.test(
-            module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False
+    with stopping.deferred():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        stopping.raise_if_requested("after training")
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        tested = None
+        if cfg.get("test"):
+            # The final weights, unless validation is held out from training (run_record says
+            # why).
+            best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+            tested = run_record.tested_weights(run_record.val_is_test(datamodule), best or None)
+            ckpt = best if tested[0] == "best" else None
+            # The outcome line says the test error; Lightning's table mixes units.
+            trainer.test(
+                module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False
+            )
+            stopping.raise_if_requested("test")
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        record = run_record.write_completed(
+            cfg, module, trainer, datamodule, time.time() - start, metrics, tested
         )
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    record = run_record.write_completed(
-        cfg, module, trainer, datamodule, time.time() - start, metrics, tested
-    )
     if trainer.is_global_zero:
         log.info("%s", outcome(record, Path(cfg.paths.output_dir)))
     return record

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from reslab.data.augmentation import Augmentation
-from reslab.data.resumable import ResumableDataLoader
+from reslab.data.resumable import EvalDataLoader, ResumableDataLoader
 from reslab.data.transforms import StackCrops
 from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
@@ -134,7 +134,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         # The training loader's position and RNG go into checkpoints (exact mid-epoch resume).
-        loader = ResumableDataLoader if shuffle else DataLoader
+        loader = ResumableDataLoader if shuffle else EvalDataLoader
         return loader(
             dataset,
             batch_size=self.device_batch_size,

@@ -1,4 +1,5 @@
-"""A training DataLoader that a checkpoint taken mid-epoch resumes exactly."""
+"""The DataModules' loaders: the training one resumes exactly from a checkpoint taken mid-epoch;
+their worker processes leave stop signals to the run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
+
+from reslab import stopping
 
 
 def rng_states() -> dict[str, Any]:
@@ -29,18 +33,29 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
 
 
+class EvalDataLoader(DataLoader):
+    """torch's DataLoader whose worker processes leave stop signals to the run
+    (`reslab.stopping.held_from_children`)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        with stopping.held_from_children():
+            return super().__iter__()
+
+
 class ResumableDataLoader(StatefulDataLoader):
     """torchdata's `StatefulDataLoader`, whose position Lightning's fit loop saves in checkpoints
     and restores, plus the main process's RNG states: augmentations draw from them (with
     `num_workers=0`), so a mid-epoch resume replays the same crops and flips. They are restored
-    once the resumed iterator exists (creating it draws a seed)."""
+    once the resumed iterator exists (creating it draws a seed). Its worker processes leave
+    stop signals to the run (`reslab.stopping.held_from_children`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rng_to_restore: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[Any]:
-        iterator = super().__iter__()
+        with stopping.held_from_children():  # the workers start here
+            iterator = super().__iter__()
         if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None

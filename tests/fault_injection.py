@@ -1,0 +1,87 @@
+"""Faults at an exact moment of a real run, for the tests' `reslab-train` processes: a signal
+sent by the run to itself (or to its process group) at a given hook and step, and a signal or
+kill -9 in the middle of a checkpoint save. Added to a run from the command line, e.g.
+`+callbacks.fault._target_=fault_injection.SignalAt` (the tests put this dir on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from reslab.checkpoints import AtomicCheckpointIO
+
+
+class SignalAt(Callback):
+    """Send `sig` once, as `hook` starts at global step `step` (sanity check excluded); to the
+    whole process group with `group=true`, as a terminal's Ctrl-C or `timeout` does."""
+
+    HOOKS = ("on_train_batch_start", "on_validation_batch_start", "on_test_batch_start")
+
+    def __init__(self, hook: str, step: int, sig: str, group: bool = False) -> None:
+        if hook not in self.HOOKS:
+            raise ValueError(f"hook={hook!r}: one of {self.HOOKS}")
+        self.hook, self.step, self.sig, self.group = hook, step, signal.Signals[sig], group
+        self.sent = False
+
+    def _at(self, hook: str, trainer: L.Trainer) -> None:
+        if hook != self.hook or self.sent or trainer.sanity_checking:
+            return
+        if trainer.global_step == self.step:
+            self.sent = True
+            if self.group:
+                os.killpg(os.getpgid(0), self.sig)
+            else:
+                os.kill(os.getpid(), self.sig)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._at("on_train_batch_start", trainer)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._at("on_validation_batch_start", trainer)
+
+    def on_test_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._at("on_test_batch_start", trainer)
+
+
+class SignalDuringSave(AtomicCheckpointIO):
+    """reslab's checkpoint writer, sending `sig` to its own process during save number `save`
+    (1-based): once the new file is complete beside the target, before it replaces the old
+    one, the last moment a crash can hit."""
+
+    def __init__(self, save: int, sig: str) -> None:
+        super().__init__()
+        self.save, self.sig, self.saves = save, signal.Signals[sig], 0
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options=None) -> None:
+        self.saves += 1
+        if self.saves != self.save:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        replace = os.replace
+
+        def signal_then_replace(src: Any, dst: Any) -> None:
+            os.kill(os.getpid(), self.sig)
+            replace(src, dst)
+
+        with mock.patch("reslab.atomic.os.replace", signal_then_replace):
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+
+class FillDiskAt(Callback):
+    """Fill the filesystem of the run dir, leaving `leave` bytes, when the test ends (after the
+    last checkpoint, before `summary.json`)."""
+
+    def __init__(self, leave: int = 0) -> None:
+        self.leave = leave
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        root = Path(trainer.default_root_dir)
+        free = shutil.disk_usage(root).free
+        (root.parent / f"filler-{uuid.uuid4().hex}").write_bytes(b"\0" * max(0, free - self.leave))
