@@ -79,7 +79,7 @@ class LastCheckpoint(ModelCheckpoint):
         # ModelCheckpoint saves here only without `every_n_train_steps`; `last.ckpt` is
         # promised after every validation either way (not during the sanity check).
         super().on_validation_end(trainer, pl_module)
-        self._save_now(trainer)
+        self.save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save_now(trainer)
