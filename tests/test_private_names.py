@@ -77,3 +77,13 @@ def test_csv_logger_caches_its_experiment(tmp_path: Path) -> None:
     """`ResumableCSVLogger.experiment` returns the cache Lightning's property fills."""
     assert CSVLogger(tmp_path)._experiment is None
     assert "self._experiment" in source(CSVLogger.experiment.fget)
+
+
+def test_wandb_logger_hands_its_init_arguments_to_wandb(tmp_path: Path) -> None:
+    """`RunDirWandbLogger` drops `anonymous` from Lightning's `_wandb_init`, the arguments of
+    `wandb.init`."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    assert "anonymous" in logger._wandb_init
+    assert "**self._wandb_init" in source(type(logger).experiment.fget)

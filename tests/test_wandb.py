@@ -92,3 +92,19 @@ def test_sweep_jobs_are_separate_runs_in_one_group_and_resume_continues_the_run(
     assert len(run_files) == 2 and run_files[0].name == run_files[1].name
     steps = [row["trainer/global_step"] for row in read_run(run_files[1])["history"]]
     assert max(steps) == 4 and min(steps) >= 3  # continued from step 3, did not start over
+
+
+def test_the_logger_starts_without_wandb_warnings(tmp_path: Path, capfd) -> None:
+    """Lightning's `anonymous=None` made wandb warn on every run that the setting has no
+    effect."""
+    import wandb
+
+    from reslab.loggers import RunDirWandbLogger
+
+    logger = RunDirWandbLogger(save_dir=str(tmp_path), offline=True, project="reslab")
+    try:
+        assert logger.experiment is not None
+    finally:
+        wandb.finish()
+    out = capfd.readouterr()
+    assert "anonymous" not in out.out + out.err

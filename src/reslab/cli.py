@@ -82,6 +82,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+    # torchdata's StatefulDataLoader calls a torch function torch deprecated.
+    warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
 
 
 def dotenv_file() -> Path | None:

@@ -87,6 +87,9 @@ class RunDirWandbLogger(WandbLogger):
             log_model=log_model,
             **kwargs,
         )
+        # Lightning passes `anonymous=None`, for which wandb warns on every run that the
+        # setting has no effect; left out, wandb says nothing.
+        self._wandb_init.pop("anonymous", None)
 
 
 class ResumableCSVLogger(CSVLogger):
