@@ -142,8 +142,8 @@ def check_built(trainer: Any, datamodule: Any, module: Any) -> None:
                 f"callbacks.last_checkpoint.dirpath={callback.dirpath} but resume reads "
                 f"{expected}; drop the override"
             )
-    device = trainer.strategy.root_device
-    if getattr(datamodule, "decode", "cpu") == "gpu" and device.type != "cuda":
+    gpu_decode = getattr(datamodule, "decode", "cpu") == "gpu"
+    if gpu_decode and (device := trainer.strategy.root_device).type != "cuda":
         raise ConfigError(
             f"data.decode=gpu decodes on the training GPU but this run trains on {device}; "
             "use trainer=gpu, or data.decode=cpu"
