@@ -12,6 +12,9 @@ the model FLOP utilisation: forward+backward FLOPs counted by `torch.utils.flop_
 the device's peak (datasheet for known GPUs, else a measured matmul). Uses CIFAR-10 under
 --data-dir, or random images in the CIFAR format when there is none there; `--data synthetic`
 serves random device-resident images of --image-size instead (no DataModule, no files).
+`--data imagefolder --data-dir DIR` compares ImageNet's input pipelines instead: PIL decoding
+(the pipeline before `data.decode`), `data.decode=cpu` and, on CUDA, `data.decode=gpu`, each
+with one worker core, against what the model consumes, in the same rotated rounds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import gc
 import pickle
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,11 +39,14 @@ import torch.nn.functional as F
 import torchvision
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.datasets import ImageFolder
 
 from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
 from reslab.classifier import param_groups
 from reslab.cli import register_resolvers
+from reslab.data.base import build_transform
 from reslab.data.device import DeviceLoader, tensors
 from reslab.models import imagenet_resnet
 from reslab.syncs import HostSyncs
@@ -352,6 +359,137 @@ def ours_vs_torchvision(args: argparse.Namespace) -> tuple[float, float, float]:
     )
 
 
+def pil_rgb(path: str) -> Image.Image:
+    """The decoder before `data.decode`: PIL, converted to RGB."""
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+def imagefolder_config(args: argparse.Namespace, decode: str, out: Path) -> DictConfig:
+    overrides = [
+        f"model={args.model}", "data=imagefolder", f"data.root={args.data_dir}",
+        f"data.decode={decode}", "data.num_workers=0", f"data.batch_size={args.batch_size}",
+        f"augmentation={args.augmentation}", f"trainer.accelerator={args.device}",
+        f"trainer.precision={args.precision}", f"module.channels_last={args.channels_last}",
+        f"module.compile={args.compile}", f"paths.output_dir={out}", "test=false",
+    ]  # fmt: skip
+    with initialize_config_module("reslab.configs", version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.trainer.max_steps = args.warmup + args.steps
+    return cfg
+
+
+def decode_paths(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Per decode path, its DataModule, set up; `pil` is `decode=cpu`'s with PIL decoding and
+    the float conversion and normalisation in the worker, as before `data.decode`. All take
+    the same augmentation."""
+    paths = ["pil", "cpu"] + (["gpu"] if args.device == "cuda" else [])
+    datamodules = {}
+    for path in paths:
+        dm = build_datamodule(imagefolder_config(args, "cpu" if path == "pil" else path, out))
+        dm.setup("fit")
+        if path == "pil":
+            transform = build_transform(dm.train_steps, dm.mean, dm.std)
+            dm.train_set = ImageFolder(str(dm.root / "train"), transform, loader=pil_rgb)
+            dm.uint8_batches = False
+        datamodules[path] = dm
+    return datamodules
+
+
+def worker_rate(dm: Any, count: int) -> float:
+    """img/s of a worker's share (read, decode, augment, collate) on one core: the DataLoader
+    in this process with one thread, timed after its first batch."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seen, start = 0, 0.0
+    for i, batch in enumerate(dm.train_dataloader()):
+        if i == 0:
+            start = time.perf_counter()
+            continue
+        seen += len(batch[-1])  # the labels
+        if seen >= count:
+            break
+    torch.set_num_threads(threads)
+    return seen / (time.perf_counter() - start)
+
+
+def device_rate(dm: Any, batches: list[Any], device: str) -> float:
+    """img/s of `data.decode=gpu`'s device share: decode, augment, normalise, on the GPU."""
+    sync(device)
+    start = time.perf_counter()
+    for batch in batches:
+        x, y = dm.device_batch(batch, device)
+        dm.on_after_batch_transfer((x, y.to(device)), 0)
+    sync(device)
+    return sum(len(b.labels) for b in batches) / (time.perf_counter() - start)
+
+
+def imagefolder_table(args: argparse.Namespace, out: Path) -> None:
+    """Each decode path's worker share on one core (and the GPU path's device share), and the
+    model alone on cached device batches (bare loop), in rotated rounds; ratios to the PIL
+    path measured in the same round, and worker cores needed to keep the model fed."""
+    dms = decode_paths(args, out / "paths")
+    cfg = imagefolder_config(args, "cpu", out / "model")
+    cpu = dms["cpu"]
+    cached = [
+        cpu.on_after_batch_transfer((x.to(args.device), y.to(args.device)), 0)
+        for x, y in _take(cpu.train_dataloader(), 4)
+    ]
+    count = args.batch_size * args.input_batches
+    runs: dict[str, Callable[[], float]] = {
+        path: lambda dm=dm: worker_rate(dm, count) for path, dm in dms.items()
+    }
+    if "gpu" in dms:
+        encoded = _take(dms["gpu"].train_dataloader(), 4)
+        runs["gpu_device"] = lambda: device_rate(dms["gpu"], encoded, args.device)
+    runs["model"] = lambda: bare_loop(cfg, args, cached)
+    rows: dict[str, list[float]] = {key: [] for key in runs}
+    # The input rows back to back in each round (their ratios are the point; on a CPU the model
+    # row takes minutes), rotated among themselves; then the model.
+    inputs = [key for key in runs if key != "model"]
+    for round_ in range(args.rounds):
+        turn = round_ % len(inputs)
+        for key in [*inputs[turn:], *inputs[:turn], "model"]:
+            rows[key].append(runs[key]())
+            print(f"round {round_}: {key} {rows[key][-1]:,.1f} img/s", file=sys.stderr, flush=True)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    size = cfg.augmentation.size
+    print(
+        f"\n{args.model}, batch {args.batch_size}, {args.precision}, channels_last="
+        f"{args.channels_last}, {args.device} "
+        f"({torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}), torch "
+        f"{torch.__version__}, torchvision {torchvision.__version__}; ImageFolder "
+        f"{args.data_dir}, augmentation={args.augmentation} ({size} px); worker rows: one core "
+        f"(DataLoader in process, 1 thread), {count} images after the first batch; model: "
+        f"{args.steps} steps on 4 cached batches ({torch.get_num_threads()} threads on a CPU); "
+        f"median of {args.rounds} rounds (input rows back to back, rotated)\n"
+    )
+    names = {
+        "pil": "worker: PIL decode, float normalised in the worker (before `data.decode`)",
+        "cpu": "worker: `data.decode=cpu` (libjpeg-turbo, v2 on uint8; default)",
+        "gpu": "worker: `data.decode=gpu` (read bytes, draw the crops)",
+        "gpu_device": "device: `data.decode=gpu` (nvJPEG decode, crop, flip, normalise)",
+        "model": f"model alone ({args.model} {args.precision}, {size} px, bare loop)",
+    }
+    print("| measurement | img/s | rounds min-max | per round to PIL | model / this |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key in runs:
+        rate, digits = med[key], int(med[key] < 100)
+        to_pil = statistics.median(a / b for a, b in zip(rows[key], rows["pil"], strict=True))
+        print(
+            f"| {names[key]} | {rate:,.{digits}f} | {min(rows[key]):,.{digits}f}-"
+            f"{max(rows[key]):,.{digits}f} | {'' if key == 'model' else f'{to_pil:.2f}'} | "
+            f"{med['model'] / rate:.2f} |"
+        )
+    print(
+        "\n`model / this`: on a worker row, the worker cores that path needs to keep the model "
+        "fed; on the device row, the share of the model's step time the GPU spends decoding."
+    )
+    if "gpu" not in dms:
+        print("`data.decode=gpu`: not measured (needs --device cuda).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20", help="a configs/model option")
@@ -365,11 +503,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=4, help="rotations of the compared runs")
     parser.add_argument(
-        "--data", default="cifar10", choices=["cifar10", "synthetic"],
-        help="CIFAR-10 through `data=cifar10` (both pipelines), or random device-resident images",
+        "--data", default="cifar10", choices=["cifar10", "synthetic", "imagefolder"],
+        help="CIFAR-10 through `data=cifar10` (both pipelines), random device-resident images, "
+        "or the ImageNet decode paths on an ImageFolder (--data-dir)",
     )  # fmt: skip
+    parser.add_argument("--augmentation", default="torchvision_v1", help="of --data imagefolder")
+    parser.add_argument(
+        "--input-batches", type=int, default=10, help="timed batches per input row (imagefolder)"
+    )
     parser.add_argument("--image-size", type=int, default=32, help="of --data synthetic")
-    parser.add_argument("--data-dir", type=Path, default=None, help="holds cifar-10-batches-py/")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None,
+        help="holds cifar-10-batches-py/, or train/ and val/ (--data imagefolder)",
+    )  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the peak")
     parser.add_argument("--tv-model", default="resnet18", help="torchvision twin to compare")
     parser.add_argument("--tv-size", type=int, default=224)
@@ -391,10 +537,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.data == "cifar10" and args.image_size != 32:
         parser.error(f"--image-size={args.image_size} needs --data synthetic (CIFAR is 32px)")
+    if args.data == "imagefolder" and (
+        args.data_dir is None or not (args.data_dir / "train").is_dir()
+    ):
+        parser.error(
+            f"--data imagefolder needs --data-dir DIR with train/<class>/ (got {args.data_dir})"
+        )
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     register_resolvers()
     out = Path(tempfile.mkdtemp(prefix="reslab-bench-"))
+    if args.data == "imagefolder":
+        imagefolder_table(args, out)
+        return
     if args.data == "synthetic":
         args.data_dir = out / "data"  # composed, never read
         data_note = f"random device-resident {args.image_size}px images"

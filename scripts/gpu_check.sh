@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (docs/gpu_check.md): on one CUDA GPU, in at most 9 minutes, (1) the speed
 # harness, scripts/benchmark.py: ResNet-20 and ResNet-56 in fp32, bf16-mixed and compiled,
-# ResNet-50 on synthetic 224px images; (2) the Table-6 grid, plain and residual x 20/32/44/56,
+# ResNet-50 on synthetic 224px images, and ImageNet's decode paths (PIL, data.decode=cpu,
+# data.decode=gpu) on generated 500x375 JPEGs against ResNet-50 bf16; (2) the Table-6 grid, plain and residual x 20/32/44/56,
 # all 8 runs at once on the GPU (hydra/launcher=local_gpus), for as many iterations of the
 # paper's schedule (lr / 10 at 50% and 75%) as a timed probe says fit in the time left;
 # (3) reslab-report on the grid. Every step has a time limit; a step that fails or runs out of
@@ -84,14 +85,38 @@ for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
 (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
 EOF
     machine="CPU (dry run): $(nproc --all) cores"
+    jpegs=24 imagefolder_flags=(--input-batches 2)
 else
     total=${GPU_CHECK_SECONDS:-520} bench_total=${GPU_CHECK_BENCH_SECONDS:-240}
     probe_s=${GPU_CHECK_PROBE_SECONDS:-30} jobs=${GPU_CHECK_JOBS:-8}
     max_steps=64000 min_left=30 report_reserve=30
     bench_common=(--device cuda --rounds 2 --steps 30 --warmup 5 --overhead-steps 100)
     grid_extra=()
+    jpegs=1000 imagefolder_flags=(--batch-size 128 --input-batches 6)
     machine=$(nvidia-smi -L 2>/dev/null || "$PY" -c "import torch; print(torch.cuda.get_device_name())")
 fi
+# ImageNet-size JPEGs (500x375, quality 90: ImageNet's typical size) for the decode paths,
+# 2 classes of $jpegs training images: smooth random colour fields with noise.
+imagefolder=$out/imagefolder
+"$PY" - "$imagefolder" "$jpegs" <<'EOF'
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+for split, count in (("train", n), ("val", 2)):
+    for c in range(2):
+        folder = root / split / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+            pixels = np.asarray(field.resize((500, 375), Image.BICUBIC), dtype=np.float64)
+            pixels = np.clip(pixels + rng.normal(0, 8, pixels.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:05d}.JPEG", quality=90)
+EOF
 deadline=$((start + total))
 bench_deadline=$((start + bench_total))
 left() { echo $(($1 - $(date +%s))); }
@@ -133,6 +158,7 @@ bench=(
     "resnet56_fp32|--model resnet56 --precision 32-true"
     "resnet56_bf16|--model resnet56 --precision bf16-mixed"
     "resnet50_224px_bf16|--model resnet50 --data synthetic --image-size 224 --precision bf16-mixed --channels-last"
+    "imagefolder_decode_resnet50_bf16|--model resnet50 --data imagefolder --data-dir $imagefolder --precision bf16-mixed --channels-last ${imagefolder_flags[*]}"
     "resnet20_bf16_compile|--model resnet20 --precision bf16-mixed --compile --training-only --rounds 1"
     "resnet56_bf16_compile|--model resnet56 --precision bf16-mixed --compile --training-only --rounds 1"
 )
@@ -220,6 +246,7 @@ fi
     fi
 } >"$out/summary.md"
 tar czf "$out/../$(basename "$out").tar.gz" --exclude='*.ckpt' --exclude="$(basename "$out")/data" \
+    --exclude="$(basename "$out")/imagefolder" \
     -C "$out/.." "$(basename "$out")"
 mv "$out/../$(basename "$out").tar.gz" "$out/gpu_check.tar.gz"
 echo "gpu_check: done in $(($(date +%s) - start)) s; results in $out (summary.md, gpu_check.tar.gz)"

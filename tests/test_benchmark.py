@@ -101,3 +101,27 @@ def test_synthetic_imagenet_size(tmp_path: Path) -> None:
 def test_image_size_needs_synthetic() -> None:
     run = script("--image-size", "224")
     assert run.code == 2 and "--image-size=224 needs --data synthetic" in run.err
+
+
+@pytest.mark.slow
+def test_imagefolder_decode_paths(imagefolder_root: Path) -> None:
+    """`--data imagefolder`: the PIL and `data.decode=cpu` worker rows with their per-round
+    ratio to PIL, the model row, and the GPU rows named as not measured on a CPU."""
+    folder = ["--data", "imagefolder", "--data-dir", str(imagefolder_root)]
+    stdout, rows = bench(
+        *folder, "--model", "resnet18", "--batch-size", "2", "--input-batches", "2"
+    )
+    pil, cpu = (
+        rows[next(k for k in rows if k.startswith(f"worker: {name}"))]
+        for name in ("PIL", "`data.decode=cpu`")
+    )
+    assert pil[2] == "1.00" and float(cpu[2]) > 0 and float(cpu[0].replace(",", "")) > 0
+    (model,) = [cells for key, cells in rows.items() if key.startswith("model alone (resnet18")]
+    assert float(model[0]) > 0 and model[3] == "1.00"
+    assert "`data.decode=gpu`: not measured (needs --device cuda)." in stdout
+    assert f"ImageFolder {imagefolder_root}, augmentation=torchvision_v1 (224 px)" in stdout
+
+
+def test_imagefolder_needs_a_folder(tmp_path: Path) -> None:
+    run = script("--data", "imagefolder", "--data-dir", str(tmp_path))
+    assert run.code == 2 and "--data imagefolder needs --data-dir DIR with train/" in run.err

@@ -1,6 +1,7 @@
-"""`scripts/gpu_check.sh --dry-run`: every step of the GPU check (speed harness runs, timed
-probe, step budget, the Table-6 grid on the one-GPU-per-job launcher, report, summary) on the
-CPU with tiny generated data, so the script works the first time it meets a GPU."""
+"""`scripts/gpu_check.sh --dry-run`: every step of the GPU check (speed harness runs, the
+ImageNet decode paths on generated JPEGs, timed probe, step budget, the Table-6 grid on the
+one-GPU-per-job launcher, report, summary) on the CPU with tiny generated data, so the script
+works the first time it meets a GPU."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "gpu_check.sh"
 BENCH = ["resnet20_fp32", "resnet20_bf16", "resnet56_fp32", "resnet56_bf16"]
-BENCH += ["resnet50_224px_bf16", "resnet20_bf16_compile", "resnet56_bf16_compile"]
+BENCH += ["resnet50_224px_bf16", "imagefolder_decode_resnet50_bf16"]
+BENCH += ["resnet20_bf16_compile", "resnet56_bf16_compile"]
 GRID = [f"{kind}-{depth}" for kind in ("plain", "resnet") for depth in (20, 32, 44, 56)]
 
 
@@ -48,7 +51,16 @@ def test_dry_run_runs_every_step_and_fits_the_schedule_in_its_budget(tmp_path: P
 
     first = (out / "logs" / "bench_resnet20_fp32.txt").read_text()
     assert "Framework time per step" in first and "| input: device loader alone |" in first
+    decode = (out / "logs" / "bench_imagefolder_decode_resnet50_bf16.txt").read_text()
+    assert f"ImageFolder {out / 'imagefolder'}, augmentation=torchvision_v1 (224 px)" in decode
+    assert "| worker: PIL decode" in decode and "| worker: `data.decode=cpu`" in decode
+    assert "| model alone (resnet50 bf16-mixed, 224 px" in decode
+    assert "`data.decode=gpu`: not measured (needs --device cuda)." in decode  # a CPU dry run
+    jpegs = sorted((out / "imagefolder" / "train").rglob("*.JPEG"))
+    assert len(jpegs) == 48 and Image.open(jpegs[0]).size == (500, 375)
     for name in BENCH[1:]:
+        if name.startswith("imagefolder"):
+            continue
         text = (out / "logs" / f"bench_{name}.txt").read_text()
         assert "| bare PyTorch loop" in text and "| input:" not in text  # training rows only
         assert "compile=False" in text  # compiling is minutes per network on a CPU
@@ -80,6 +92,7 @@ def test_dry_run_runs_every_step_and_fits_the_schedule_in_its_budget(tmp_path: P
         names = tar.getnames()
     assert f"{out.name}/summary.md" in names and f"{out.name}/report/table.md" in names
     assert not any(n.endswith(".ckpt") or n.startswith(f"{out.name}/data/") for n in names)
+    assert not any(n.startswith(f"{out.name}/imagefolder/") for n in names)
 
 
 def test_without_a_gpu_or_data_it_stops_in_one_line(tmp_path: Path) -> None:

@@ -154,7 +154,7 @@ def check_devices(trainer: DictConfig) -> None:
 def check_built(trainer: Any, datamodule: Any, module: Any) -> None:
     """Rules across objects, before compute: the batch splits over the processes and
     micro-batches and fits the training set; `last.ckpt` is where resume reads it; the model's
-    head fits the data's classes."""
+    head fits the data's classes; GPU decoding has a GPU to decode on."""
     accumulate = trainer.accumulate_grad_batches
     per_device_batch(datamodule.batch_size, trainer.world_size, accumulate)
     images = datamodule.train_size
@@ -170,6 +170,12 @@ def check_built(trainer: Any, datamodule: Any, module: Any) -> None:
                 f"callbacks.last_checkpoint.dirpath={callback.dirpath} but resume reads "
                 f"{expected}; drop the override"
             )
+    gpu_decode = getattr(datamodule, "decode", "cpu") == "gpu"
+    if gpu_decode and (device := trainer.strategy.root_device).type != "cuda":
+        raise ConfigError(
+            f"data.decode=gpu decodes on the training GPU but this run trains on {device}; "
+            "use trainer=gpu, or data.decode=cpu"
+        )
     head = module.num_classes
     if head != datamodule.num_classes:
         raise ConfigError(

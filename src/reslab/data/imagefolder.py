@@ -7,31 +7,34 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from PIL import Image, UnidentifiedImageError
+import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder, ImageNet
+from torchvision.transforms import v2
 
 from reslab.data.augmentation import Augmentation
 from reslab.data.base import ClassificationDataModule
+from reslab.data.decode import (
+    Batch,
+    Planner,
+    check_device_transforms,
+    collate_encoded,
+    decode_rgb,
+    device_images,
+    read_encoded,
+    unplanned,
+)
 from reslab.errors import ConfigError, DataError
 
 Format = Literal["folder", "ilsvrc2012"]
 FORMATS = typing.get_args(Format)
+Decode = Literal["cpu", "gpu"]
 ILSVRC_FILES = (
     "ILSVRC2012_devkit_t12.tar.gz",
     "ILSVRC2012_img_train.tar",
     "ILSVRC2012_img_val.tar",
 )
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Open any JPEG/PNG as RGB (ImageNet holds greyscale and CMYK JPEGs); name a bad file."""
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"cannot read image {path}: {e}; delete or replace the file") from None
 
 
 def class_dirs(folder: Path) -> list[str]:
@@ -72,7 +75,14 @@ class ImageFolderDataModule(ClassificationDataModule):
     The class count comes from the data; `num_classes`, when given, must agree with it.
     `augmentation.size` / `resize` set the evaluation crop (`ten_crop`: the paper's 10 crops).
     The validation split doubles as the test split, as is usual for ImageNet.
+
+    `decode`: `cpu` decodes with libjpeg-turbo and augments uint8 tensors in the workers;
+    `gpu` has the workers read the files (and draw the augmentation's parameters) and decodes
+    and augments each batch on the training GPU (`reslab.data.decode`). Either way the batches
+    are uint8, normalised on the device.
     """
+
+    uint8_batches = True
 
     def __init__(
         self,
@@ -85,9 +95,19 @@ class ImageFolderDataModule(ClassificationDataModule):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         augmentation: Augmentation | Mapping[str, Any] | None = None,
         ten_crop: bool = False,
+        decode: Decode = "cpu",
     ) -> None:
         super().__init__(batch_size, num_workers, mean, std, augmentation)
-        self.ten_crop = ten_crop
+        self.ten_crop, self.decode = ten_crop, decode
+        self.train_steps = [*self.train_augment(), *self.augmentation.train]
+        if decode == "gpu":
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    "data.decode=gpu decodes on a CUDA GPU and this machine has none "
+                    "(torch.cuda.is_available() is False); use data.decode=cpu"
+                )
+            check_device_transforms(self.train_steps)
+            self.collate_fn = collate_encoded
         size = self.augmentation.size
         self.input_size = (3, size, size) if size else None
         self.root, self.format = Path(root).expanduser(), format
@@ -99,13 +119,37 @@ class ImageFolderDataModule(ClassificationDataModule):
                 "drop data.num_classes to take the count from the class folders"
             )
 
+    @property
+    def train_transform(self) -> v2.Transform:
+        """uint8 in, uint8 out: the dataset's and the config's augmentation, no normalisation."""
+        return v2.Compose(self.train_steps) if self.train_steps else v2.Identity()
+
+    @property
+    def eval_transform(self) -> v2.Transform:
+        steps = self.eval_augment()
+        return v2.Compose(steps) if steps else v2.Identity()
+
     def _dataset(self, split: str, transform: Any) -> Dataset:
+        loader = decode_rgb
+        if self.decode == "gpu":
+            loader = read_encoded
+            transform = Planner(self.train_steps) if split == "train" else unplanned
         if self.format == "ilsvrc2012":
-            return ImageNet(str(self.root), split=split, transform=transform, loader=load_rgb)
-        return ImageFolder(str(self.root / split), transform=transform, loader=load_rgb)
+            return ImageNet(str(self.root), split=split, transform=transform, loader=loader)
+        return ImageFolder(str(self.root / split), transform=transform, loader=loader)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if self.train_set is None:
             self.train_set = self._dataset("train", self.train_transform)
             self.val_set = self.test_set = self._dataset("val", self.eval_transform)
+
+    def device_batch(self, batch: Batch, device: torch.device | str) -> tuple[Any, Any]:
+        """`data.decode=gpu`: a batch of file bytes and plans -> uint8 images on `device`."""
+        images = device_images(batch, device, self.train_steps, self.eval_transform)
+        return images, batch.labels
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, Batch):  # not the model summary's example input
+            return self.device_batch(batch, self.trainer.strategy.root_device)
+        return batch

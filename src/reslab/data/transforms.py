@@ -18,29 +18,36 @@ EIGVEC = (
 )
 
 
+def shift_colours(img: Tensor, alpha: Tensor) -> Tensor:
+    """Add sum_i alpha_i * lambda_i * p_i to every pixel of `img` (float in [0, 1], or uint8
+    in [0, 255], rounded), on the image's device."""
+    eigvec = torch.tensor(EIGVEC, device=img.device)
+    shift = (eigvec @ (alpha.to(img.device) * torch.tensor(EIGVAL, device=img.device))).view(
+        3, 1, 1
+    )
+    if img.is_floating_point():
+        out = img + shift
+    else:
+        out = (img.float() + 255 * shift).round().clamp(0, 255).to(img.dtype)
+    return tv_tensors.wrap(out, like=img) if isinstance(img, tv_tensors.Image) else out
+
+
 class Lighting(torch.nn.Module):
-    """AlexNet colour augmentation: add sum_i alpha_i * lambda_i * p_i, alpha_i ~ N(0, std),
-    to every pixel; a per-image shift along the principal components of ImageNet's colours."""
+    """AlexNet colour augmentation: a per-image shift along the principal components of
+    ImageNet's colours, alpha_i ~ N(0, std) (`shift_colours`)."""
 
     def __init__(self, std: float = 0.1) -> None:
         super().__init__()
         self.std = std
-        self.register_buffer("eigval", torch.tensor(EIGVAL))
-        self.register_buffer("eigvec", torch.tensor(EIGVEC))
+
+    def draw(self) -> Tensor:
+        """This image's alpha (the GPU path draws it in the workers, like this module)."""
+        return torch.randn(3) * self.std
 
     def forward(self, img: Tensor) -> Tensor:
         if self.std == 0:
             return img
-        alpha = torch.randn(3) * self.std
-        shift = (self.eigvec @ (alpha * self.eigval)).view(3, 1, 1)
-        if img.is_floating_point():
-            return (
-                tv_tensors.wrap(img + shift, like=img)
-                if isinstance(img, tv_tensors.Image)
-                else img + shift
-            )
-        out = (img.float() + 255 * shift).round().clamp(0, 255).to(img.dtype)
-        return tv_tensors.wrap(out, like=img) if isinstance(img, tv_tensors.Image) else out
+        return shift_colours(img, self.draw())
 
 
 class StackCrops(torch.nn.Module):
