@@ -110,4 +110,4 @@ def test_a_launcher_mistake_is_one_line_before_any_job(
     assert exit.value.code == 2 and "Traceback" not in stderr
     (line,) = [ln for ln in stderr.splitlines() if needle in ln]
     assert line.startswith("reslab: error:")
-    assert not any(sweep.iterdir())  # no job started
+    assert not sweep.exists()  # no job started, and the refused sweep left no dir

@@ -246,6 +246,7 @@ BAD = [
     ("trainer.max_stepz=5", "trainer.max_stepz: trainer has no key 'max_stepz'; did you mean"),
     ("model.dept=3", "model.dept: model has no key 'dept'; did you mean model.depth?"),
     ("dat.root=x", "dat.root: the config has no key 'dat'; did you mean data"),
+    ("~callbacks.nothing", "Could not delete from config. 'callbacks.nothing' does not exist."),
     ("SLURM_MISSING", "hydra/launcher=slurm needs SLURM (no sbatch on PATH); launch from"),
     ("model.depth=21", "model.depth=21 is not a CIFAR ResNet depth"),
     ("model.shortcut=E", "model.shortcut='E' is not valid"),

@@ -205,6 +205,7 @@ def check_command_line(config_name: str, argv: list[str]) -> list[str]:
     except ConfigCompositionException as e:
         if bad := re.match(r"Could not override '([\w.]+)'", str(e)):
             raise ConfigError(_unknown_key(config_name, bad[1], overrides)) from None
+        raise ConfigError(" ".join(str(e).split("\n\n")[0].split())) from None
     except Exception:  # anything else is Hydra's to report, as it would without this check
         return argv
     return argv
