@@ -14,21 +14,29 @@ validation; solid) against iterations.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from omegaconf import OmegaConf
 
 from reslab import run_layout, run_record
+from reslab.callbacks import duration
 from reslab.cli import register_resolvers
 from reslab.report import read_curves, smooth
 from reslab.scores import TRAIN_ERR_STEP, VAL_ERR
 
-# Keys that differ between any two runs and say nothing about the training.
-IGNORED = ("paths.", "hydra", "run_name", "trainer.default_root_dir", "logger.", "callbacks.")
+# Keys that say where or how a run ran, not what it trained: never a label.
+IGNORED = (
+    "paths.", "hydra", "run_name", "task_name", "trainer.default_root_dir", "logger", "callbacks",
+    "resume", "ckpt_path", "tags", "data.num_workers", "data.download", "data.verify_md5",
+    "trainer.log_every_n_steps", "trainer.fast_dev_run", "trainer.enable_",
+)  # fmt: skip
 
 
 def flat_config(run_dir: Path) -> dict[str, tuple[Any, bool]]:
@@ -53,21 +61,49 @@ def flat_config(run_dir: Path) -> dict[str, tuple[Any, bool]]:
     return out
 
 
+def chosen(run_dir: Path) -> dict[str, Any] | None:
+    """The values the researcher gave on the run's command line (`.hydra/overrides.yaml`), a
+    group's option (`model=resnet56`) included; None for a dir without that file."""
+    path = run_dir / run_layout.OVERRIDES
+    if not path.is_file():
+        return None
+    given = OverridesParser.create().parse_overrides(OmegaConf.load(path) or [])
+    return {o.key_or_group: o.value() for o in given if not o.is_delete()}
+
+
+def group_choices(run_dir: Path) -> dict[str, Any]:
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return {}
+    return dict(OmegaConf.load(hydra_file).hydra.runtime.choices)
+
+
 def labels(run_dirs: Sequence[Path]) -> list[str]:
-    """`key=value` of every config key whose value is not the same in all runs, leaving out
-    keys that every run derives from others (`data.seed: ${seed}` follows `seed`)."""
+    """`key=value` of the values the runs were given on their command lines and in which they
+    differ (where they have `.hydra/overrides.yaml`), else of every config key whose value is
+    not the same in all runs, leaving out keys that every run derives from others
+    (`data.seed: ${seed}` follows `seed`); never how a run ran (`IGNORED`)."""
     configs = [flat_config(d) for d in run_dirs]
-    keys = sorted(set().union(*configs))
+    given = [chosen(d) for d in run_dirs]
     missing = (None, False)
-    differ = [
-        k for k in keys
-        if not k.startswith(IGNORED)
-        and len({repr(c.get(k, missing)[0]) for c in configs}) > 1
-        and not all(c.get(k, missing)[1] for c in configs)
-    ]  # fmt: skip
+    if any(g is not None for g in given):
+        keys = sorted({k for g in given if g for k in g if not k.startswith(IGNORED)})
+        choices = [group_choices(d) for d in run_dirs]
+
+        def value(i: int, key: str) -> Any:
+            if given[i] and key in given[i]:
+                return given[i][key]
+            return choices[i][key] if key in choices[i] else configs[i].get(key, missing)[0]
+
+        values = [{k: value(i, k) for k in keys} for i in range(len(run_dirs))]
+    else:
+        keys = sorted(k for k in set().union(*configs) if not k.startswith(IGNORED))
+        keys = [k for k in keys if not all(c.get(k, missing)[1] for c in configs)]
+        values = [{k: c.get(k, missing)[0] for k in keys} for c in configs]
+    differ = [k for k in keys if len({repr(v[k]) for v in values}) > 1]
     return [
-        " ".join(f"{k}={c.get(k, missing)[0]}" for k in differ) or d.name
-        for c, d in zip(configs, run_dirs, strict=True)
+        " ".join(f"{k}={v[k]}" for k in differ) or d.name
+        for v, d in zip(values, run_dirs, strict=True)
     ]
 
 
@@ -96,33 +132,37 @@ def table(run_dirs: Sequence[Path], names: Sequence[str]) -> str:
             f"| {_pct(val.get('final'))} | {_pct(val.get('best'))} | {weights or ''} "
             f"| {_pct(test_err)} "
             f"| {record.get('steps', '')} | {record.get('precision', '')} "
-            f"| {'' if wall is None else f'{wall / 60:.0f} min'} |"
+            f"| {'' if wall is None else duration(wall)} |"
         )
     return "\n".join(lines)
 
 
 def plot(run_dirs: Sequence[Path], names: Sequence[str]) -> Figure:
-    fig = Figure(figsize=(8, 4.5))
+    """One colour per run, named once in a legend below the axes (labels wrapped to the
+    figure's width); line style says train (dashed) or validation (solid)."""
+    fig = Figure(figsize=(8, 4.5 + 0.3 * len(run_dirs)), layout="constrained")
     ax = fig.subplots()
+    handles = []
     for i, (run_dir, name) in enumerate(zip(run_dirs, names, strict=True)):
         curves = read_curves(run_layout.metrics_csv(run_dir))
         colour = colormaps["tab10"](i % 10)
-        for key, style, width, what in (
-            (TRAIN_ERR_STEP, "--", 1.0, "train"),
-            (VAL_ERR, "-", 2.0, "val"),
-        ):
+        for key, style, width in ((TRAIN_ERR_STEP, "--", 1.0), (VAL_ERR, "-", 2.0)):
             points = curves.get(key, [])
             if key == TRAIN_ERR_STEP:
                 points = smooth(points)
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, style, linewidth=width, color=colour, label=f"{name} ({what})")
+                marker = "o" if len(points) == 1 else None
+                ax.plot(xs, ys, style, linewidth=width, color=colour, marker=marker)
+        handles.append(Line2D([], [], color=colour, linewidth=2, label=textwrap.fill(name, 90)))
+    handles += [
+        Line2D([], [], color="grey", linestyle="--", label="training error"),
+        Line2D([], [], color="grey", linestyle="-", linewidth=2, label="validation error"),
+    ]
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="outside lower center", fontsize=7, ncol=1, frameon=False)
     return fig
 
 

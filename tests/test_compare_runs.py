@@ -24,6 +24,9 @@ def test_labels_table_and_curves_of_two_seeds(
         train(cfg)
         (run_dir / ".hydra").mkdir()
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # as Hydra's job runner does
+        # The command lines: the seed, and values that say how a run ran, not what it trained.
+        how = ["data.num_workers=0"] if seed else ["resume=true", "trainer.log_every_n_steps=1"]
+        OmegaConf.save([f"seed={seed}", *how], run_dir / ".hydra" / "overrides.yaml")
     main = runpy.run_path(str(SCRIPT))["main"]
     main([*map(str, runs), "--out", str(tmp_path / "curves.png")])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| seed=")]
@@ -34,6 +37,15 @@ def test_labels_table_and_curves_of_two_seeds(
         record = json.loads((run_dir / "summary.json").read_text())
         assert f"| {record['test_err']:.2f} | 20 | {record['precision']} |" in row
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    plot = runpy.run_path(str(SCRIPT))["plot"]
+    fig = plot(runs, ["seed=0", "seed=1"])
+    fig.draw_without_rendering()  # lays it out
+    (legend,) = fig.legends
+    inside = fig.bbox.bounds
+    box = legend.get_window_extent()
+    assert box.x0 >= inside[0] and box.x1 <= inside[0] + inside[2]  # the legend fits
+    assert box.y1 <= fig.axes[0].get_window_extent().y0  # below the axes, covering nothing
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["seed=0", "seed=1"]
 
     with pytest.raises(SystemExit):
         main([str(runs[0]), str(tmp_path)])
