@@ -93,8 +93,9 @@ def test_progress_lines_without_a_terminal(
     assert any(ln.endswith("left") for ln in lines)
     assert any("step 10 (epoch 0): val err " in ln for ln in lines)  # the epoch's validation
     assert any("step 12 (epoch 1): val err " in ln for ln in lines)  # and the run's end
+    assert any(ln.startswith("[") and "][resnet-8_seed0][INFO] - step 3/12" in ln for ln in lines)
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
-    assert "step 3/12 (epoch 0): loss " in (run_dir / "train.log").read_text()
+    assert "][reslab][INFO] - step 3/12 (epoch 0): loss " in (run_dir / "train.log").read_text()
 
 
 def test_reslab_runs_lists_completed_failed_running_and_stopped_runs(
