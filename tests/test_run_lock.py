@@ -12,18 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import train_config
 from conftest import BIN
 
 from reslab.run_layout import LOCK
 
-TINY = [
-    "data.verify_md5=false",
-    "data.batch_size=50",
-    "data.num_workers=0",
-    "trainer.max_steps=4",
-    "model.depth=8",
-    "test=false",
-]
+TINY = [*train_config.TINY, "trainer.max_steps=4", "test=false"]
 
 
 def holder(run_dir: Path, what: str = "run") -> subprocess.Popen:
