@@ -64,7 +64,7 @@ def print_config(cfg: DictConfig, run_dir: Path) -> None:
     lines = ["config: " + " ".join(f"{k}={v}" for k, v in choices.items())]
     if runtime and runtime.overrides.task:
         lines.append("  overrides: " + " ".join(runtime.overrides.task))
-    lines.append(f"  full config: {saved}")
+    lines.append(f"  full config: {shown(saved)}")
     log.info("%s", "\n".join(lines))
 
 
@@ -146,11 +146,15 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
+def shown(path: Path) -> Path:
+    """`path` as the user would type it: relative to the working directory when under it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 def outcome(record: dict[str, Any], run_dir: Path) -> str:
     """The end of a run in a few lines: what it gave, where it is, what to run next (the whole
     record is in `summary.json`)."""
-    if run_dir.is_relative_to(Path.cwd()):  # as the user would type it
-        run_dir = run_dir.relative_to(Path.cwd())
+    run_dir = shown(run_dir)
     scores = []
     if record.get("test_err") is not None:
         scores.append(f"test err {record['test_err']:.2f}% ({record['test_weights']} weights)")
