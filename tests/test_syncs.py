@@ -90,6 +90,9 @@ def fit_counting(
                 f"data.root={cifar10_root}", "data.verify_md5=false", "data.batch_size=12",
                 "model.depth=8", f"trainer.max_steps={steps}",
                 f"paths.output_dir={tmp_path}", "test=false",
+                # The live bar a terminal gets (pytest's stdout is none), which reads the loss.
+                "callbacks.progress_bar._target_=reslab.callbacks.LossProgressBar",
+                "~callbacks.progress_bar.every_s",
                 *overrides,
             ],
         )  # fmt: skip

@@ -94,7 +94,7 @@ def test_ranks_started_seconds_apart_share_one_run_dir(tmp_path: Path) -> None:
     run_dir = one_run_dir(tmp_path / "logs")  # rank 1 started 2 s later, in the same dir
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
-    assert out.count("summary: ") == 1
+    assert out.count(" completed: ") == 1
 
 
 @pytest.mark.slow
@@ -110,7 +110,7 @@ def test_two_torchrun_nodes_train_one_run(tmp_path: Path) -> None:
     run_dir = one_run_dir(logs)
     summary = assert_reduced_over_ranks(run_dir, data, tmp_path / "eval")
     assert summary["world_size"] == 2 and summary["steps"] == 4
-    assert "summary: " in outs[0] and "summary: " not in outs[1]  # rank 0 is on node 0
+    assert " completed: " in outs[0] and " completed: " not in outs[1]  # rank 0 is on node 0
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
     # The global batch split over the two ranks (25 images each): the 4 steps took 2 epochs, as
     # in one process (a batch of 50 per rank would take 4, one step per epoch of 50 images).

@@ -82,6 +82,11 @@ class LastCheckpoint(ModelCheckpoint):
         self.save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Written again if validation already saved this step: a save from `on_validation_end`
+        # holds Lightning's logging step counter before the step's increment, which a resumed
+        # run does not add back when the save is the fit's last (it logs its steps one off).
+        if self._last_global_step_saved == trainer.global_step:
+            self._last_global_step_saved = -1
         self.save_now(trainer)
 
 

@@ -149,9 +149,11 @@ class Task:
             with stopping.job():
                 return self.fn(cfg)
         except stopping.Stopped as e:
-            # The run's record says so (reslab.train); a sweep goes on to report it.
+            # The run's record says so (reslab.train); a sweep goes on to report it. A SLURM
+            # job (submitit) exits without a result instead: SLURM requeues a preempted job,
+            # and the launcher waits for the run that follows.
             log.warning("%s", e)
-            if in_multirun():
+            if in_multirun() and "SUBMITIT_FOLDER" not in os.environ:
                 return None
             print(f"reslab: {e}", file=sys.stderr)
             raise SystemExit(e.exit_code) from None
