@@ -23,6 +23,7 @@ with exit status 0, and it handles SIGINT not at all (KeyboardInterrupt, possibl
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
@@ -71,6 +72,7 @@ class _State:
         self.relay_done = threading.Event()
         self.mask: set[int] = set()
         self.sweep = False
+        self.ends_children = False  # the exit handler of held_from_children is registered
 
     def previous_behaviour(self, signum: int, frame: FrameType | None) -> None:
         """What the signal did before `install`: outside a job or sweep (Hydra composing, a
@@ -207,8 +209,21 @@ def held_from_children() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if not _state.ends_children:  # once per process
+        atexit.register(_end_worker_children)
+        _state.ends_children = True
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _end_worker_children() -> None:
+    """At exit, before `multiprocessing` terminates its daemonic children with SIGTERM (which
+    they block) and waits for them forever: end them with SIGKILL. A loader ends its workers
+    itself; this catches those a failed run left (persistent workers, an exception's frames
+    holding the loader)."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
