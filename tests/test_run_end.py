@@ -5,6 +5,7 @@ where stdout is no terminal."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def test_resume_run_dir_continues_with_the_runs_overrides_and_keeps_every_sessio
     assert len(segments) == 2 and segments[0] <= before["wall_time_s"]
     assert after["wall_time_s"] == pytest.approx(sum(segments), abs=0.02)
     assert len(list(first.parent.iterdir())) == 1  # no new run dir
+    # Every step logged once, at its own step (0-based), the resumed session's last included.
+    rows = csv.DictReader((first / "csv" / "metrics.csv").read_text().splitlines())
+    assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == list(range(12))
 
 
 @pytest.mark.parametrize(

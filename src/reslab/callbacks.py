@@ -77,16 +77,16 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # ModelCheckpoint saves here only without `every_n_train_steps`; `last.ckpt` is
-        # promised after every validation either way (not during the sanity check).
+        # promised after every validation either way (not during the sanity check). Not after
+        # the fit's last validation: `on_train_end` saves that step, once Lightning has moved
+        # its logging step counter; a save from here holds the counter before, which a run
+        # resumed from the fit's last save does not add back (it logged its steps one off).
+        if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
+            return
         super().on_validation_end(trainer, pl_module)
         self.save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Written again if validation already saved this step: a save from `on_validation_end`
-        # holds Lightning's logging step counter before the step's increment, which a resumed
-        # run does not add back when the save is the fit's last (it logs its steps one off).
-        if self._last_global_step_saved == trainer.global_step:
-            self._last_global_step_saved = -1
         self.save_now(trainer)
 
 
