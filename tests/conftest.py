@@ -89,6 +89,17 @@ def run_script(
     )
 
 
+def output(proc: subprocess.Popen, timeout: float) -> str:
+    """What a background process printed once it ended; killed if it outlives `timeout`."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return out
+
+
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import output
 from fake_cifar import write_cifar10
 from one_process_eval import assert_reduced_over_ranks
 from test_slurm import cluster_up
@@ -71,16 +72,6 @@ def sweep(args: list[str], data_dir: Path, log_dir: Path) -> subprocess.Popen:
     )
 
 
-def output(proc: subprocess.Popen, timeout: float = 500) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return out
-
-
 def nodes_of(job_id: str) -> int:
     """How many nodes SLURM gave the job (sacct lags a moment behind the job's end)."""
     for _ in range(20):
@@ -101,7 +92,7 @@ def test_sweep_of_two_node_jobs_with_a_failed_job(data_dir: Path, tmp_path: Path
     # reports the failed one.
     logs = tmp_path / "logs"
     proc = sweep(["model.depth=8,9,14", *RECIPE, "logger=[csv,wandb]"], data_dir, logs)
-    out = output(proc)
+    out = output(proc, 500)
     assert proc.returncode == 1, out[-4000:]
     assert "1 job(s) of the sweep did not complete" in out and "model.depth=9" in out
     (sweep_dir,) = (logs / "train" / "multiruns").iterdir()
@@ -147,7 +138,7 @@ def test_requeued_two_node_job_resumes_from_its_checkpoint(data_dir: Path, tmp_p
         job_id = job_dir.name
         at_requeue = torch.load(last, weights_only=False)["global_step"]
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        out = output(proc)
+        out = output(proc, 500)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, dirs_env, ok, run_script
+from conftest import BIN, dirs_env, ok, output, run_script
 from fake_cifar import write_cifar10
 from one_process_eval import assert_reduced_over_ranks
 
@@ -51,12 +51,7 @@ def torchrun(
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    out = output(proc, timeout)
     assert proc.returncode == 0, out[-4000:]
     return out
 
