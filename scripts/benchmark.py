@@ -37,19 +37,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from host_syncs import HostSyncs
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import ImageFolder
 
-from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
-from reslab.classifier import param_groups
-from reslab.cli import register_resolvers
+from reslab.commands.startup import register_resolvers
 from reslab.data.base import build_transform
 from reslab.data.device import DeviceLoader, tensors
 from reslab.models import imagenet_resnet
-from reslab.syncs import HostSyncs
+from reslab.training.builders import build, build_datamodule, build_module, build_net, build_trainer
+from reslab.training.classifier import param_groups
 
 HALF = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -246,7 +246,7 @@ def framework_time(args: argparse.Namespace, out: Path) -> tuple[int, float, flo
 
 
 class CountSyncs(L.Callback):
-    """`reslab.syncs.HostSyncs` over training steps first+1 .. last, each step's logging
+    """`HostSyncs` (scripts/host_syncs.py) over training steps first+1 .. last, each step's logging
     included (counted from a step's start to the next step's start)."""
 
     def __init__(self, first: int, last: int) -> None:
@@ -726,7 +726,7 @@ def extras(
     where = ", ".join(f"{n} {k}" for k, n in syncs.most_common())
     print(
         f"\nHost-device syncs (each idles a GPU until the host queues more work), counted by "
-        f"reslab.syncs.HostSyncs over {period} steps (one logging period): bare loop "
+        f"HostSyncs (scripts/host_syncs.py) over {period} steps (one logging period): bare loop "
         f"{bare_syncs}; reslab-train {sum(syncs.values())}: {where}."
     )
 

@@ -25,11 +25,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from omegaconf import OmegaConf
 
-from reslab import run_layout, run_record
-from reslab.callbacks import duration
-from reslab.cli import register_resolvers
-from reslab.report import read_curves, smooth
-from reslab.scores import TRAIN_ERR_STEP, VAL_ERR
+from reslab.commands.report import read_curves, smooth
+from reslab.commands.startup import register_resolvers
+from reslab.runs import layout as run_layout
+from reslab.runs import record as run_record
+from reslab.training.callbacks import duration
+from reslab.training.scores import TRAIN_ERR_STEP, VAL_ERR
 
 # Keys that say where or how a run ran, not what it trained: never a label.
 IGNORED = (

@@ -183,7 +183,7 @@ grid=(experiment=cifar10_degradation hydra/launcher=local_gpus "hydra.launcher.j
     "data.root=$data" data.download=false "data.verify_md5=$verify" "~callbacks.progress_bar"
     ${grid_extra[@]+"${grid_extra[@]}"})
 t0=$(date +%s)
-run grid_probe "$(($(left "$deadline") - report_reserve))" "$PY" -m reslab.train -m "${grid[@]}" \
+run grid_probe "$(($(left "$deadline") - report_reserve))" "$PY" -m reslab.commands.train -m "${grid[@]}" \
     "+trainer.max_time=$(printf '00:00:%02d:%02d' $((probe_s / 60)) $((probe_s % 60)))" test=false \
     "hydra.sweep.dir=$out/probe"
 probe_wall=$(($(date +%s) - t0))
@@ -209,13 +209,13 @@ EOF
 steps=${budget%% *}
 echo "gpu_check: grid budget: $steps steps (${budget#* })"
 if ((steps >= 4)); then
-    run grid "$(($(left "$deadline") - report_reserve))" "$PY" -m reslab.train -m "${grid[@]}" \
+    run grid "$(($(left "$deadline") - report_reserve))" "$PY" -m reslab.commands.train -m "${grid[@]}" \
         "trainer.max_steps=$steps" "scheduler.scheduler.milestones=[$((steps / 2)),$((steps * 3 / 4))]" \
         "hydra.sweep.dir=$out/grid"
     # 3. The report of the grid, whatever the grid's outcome (a few seconds).
     report_left=$(left "$deadline")
     run report "$((report_left > 15 ? report_left : 15))" \
-        "$PY" -m reslab.report "$out/grid" --out "$out/report"
+        "$PY" -m reslab.commands.report "$out/grid" --out "$out/report"
 else
     echo "| grid | skipped: under 4 steps fit | 0 | |" >>"$steps_md"
 fi

@@ -10,13 +10,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from train_config import TINY, compose_run
+from helpers.runs import QUIET, compose_run
 
-from reslab.builders import build_datamodule, build_module, build_trainer
-from reslab.classifier import ImageClassifier
-from reslab.distributed import per_device_batch
+from reslab.commands.train import main, train
 from reslab.errors import ConfigError
-from reslab.train import main, train
+from reslab.training.builders import build_datamodule, build_module, build_trainer
+from reslab.training.classifier import ImageClassifier
+from reslab.training.distributed import per_device_batch
 
 
 def test_the_global_batch_splits_over_processes_and_micro_batches() -> None:
@@ -42,7 +42,7 @@ def test_every_pipeline_loads_micro_batches(
 ) -> None:
     """`trainer.accumulate_grad_batches=4` (no `+`): each loaded batch is a quarter of
     `data.batch_size`."""
-    args = [*TINY, f"data.batch_size={batch}", "trainer.accumulate_grad_batches=4"]
+    args = [*QUIET, f"data.batch_size={batch}", "trainer.accumulate_grad_batches=4"]
     root = cifar10_root
     if data == "imagefolder":
         root = imagefolder_root
@@ -66,7 +66,7 @@ def test_a_batch_that_does_not_split_stops_before_compute(
 ) -> None:
     run_dir = tmp_path / "run"
     monkeypatch.setenv("DATA_DIR", str(cifar10_root))
-    args = [*TINY, "trainer.accumulate_grad_batches=4", f"hydra.run.dir={run_dir}"]
+    args = [*QUIET, "trainer.accumulate_grad_batches=4", f"hydra.run.dir={run_dir}"]
     monkeypatch.setattr(sys, "argv", ["reslab-train", *args])
     with pytest.raises(SystemExit) as exit:
         main()
@@ -93,7 +93,7 @@ def test_training_scores_cover_every_micro_batch_of_each_logging_period(
         return loss, scores
 
     monkeypatch.setattr(ImageClassifier, "_step", spy)
-    args = [*TINY, "data.batch_size=150", "trainer.accumulate_grad_batches=3", "test=false"]
+    args = [*QUIET, "data.batch_size=150", "trainer.accumulate_grad_batches=3", "test=false"]
     args += ["trainer.max_steps=6", "trainer.log_every_n_steps=2"]
     record = train(compose_run(tmp_path, cifar10_root, args))
     assert record["steps"] == 6 and len(losses) == 16  # steps end at micro-batches 3,6,9,10,13,16
@@ -124,7 +124,7 @@ def test_gradient_clipping_is_a_plain_override(cifar10_root: Path, tmp_path: Pat
 
     def run(extra: list[str]) -> list[float]:
         norms.clear()
-        cfg = compose_run(tmp_path / str(len(extra)), cifar10_root, [*TINY, *extra, "test=false"])
+        cfg = compose_run(tmp_path / str(len(extra)), cifar10_root, [*QUIET, *extra, "test=false"])
         trainer = build_trainer(cfg)
         trainer.callbacks.append(GradNorm())
         trainer.fit(build_module(cfg), datamodule=build_datamodule(cfg))

@@ -9,10 +9,10 @@ import runpy
 from pathlib import Path
 
 import pytest
-from conftest import Outcome, run_main
+from helpers.processes import Outcome, run_main
 
-from reslab.flops import count_macs
 from reslab.models import cifar_resnet, imagenet_resnet
+from reslab.models.flops import count_macs
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark.py"
 TINY = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--tv-size", "64", "--tv-batch", "2",

@@ -12,26 +12,31 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_main
-from damaged_files import damage
-from test_faults import error_line
-from test_reliability import FAST
+from helpers.damaged_files import damage
+from helpers.processes import error_line, run_main
+from helpers.runs import FIT_ONLY, QUIET
 
-from reslab import checkpoints
-from reslab.atomic import WriteError
-from reslab.checkpoints import AtomicCheckpointIO
 from reslab.errors import ConfigError
 from reslab.models import cifar_resnet
-from reslab.run_layout import checksum_file
+from reslab.runs import checkpoints
+from reslab.runs.atomic import WriteError
+from reslab.runs.checkpoints import AtomicCheckpointIO
+from reslab.runs.layout import checksum_file
 
 
 @pytest.fixture(scope="module")
 def trained(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-epoch run dir (10 steps, one validation) with its checkpoints."""
-    from reslab.train import main
+    from reslab.commands.train import main
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    args = ["reslab-train", *FAST, "trainer.max_steps=10", f"hydra.run.dir={run_dir}"]
+    args = [
+        "reslab-train",
+        *QUIET,
+        "test=false",
+        "trainer.max_steps=10",
+        f"hydra.run.dir={run_dir}",
+    ]
     run = run_main(main, args, cifar10_root, run_dir.parent)
     assert run.code == 0, run.err[-3000:]
     return run_dir
@@ -80,7 +85,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_naming_it(
             "ckpt_path": [f"ckpt_path={last}", f"hydra.run.dir={tmp_path}/new"],
             "weights": [f"weights={last}", f"hydra.run.dir={tmp_path}/new"],
         }[reader]
-        run = train_in_process([*FAST, "trainer.max_steps=12", *where], cifar10_root, tmp_path)
+        run = train_in_process([*FIT_ONLY, "trainer.max_steps=12", *where], cifar10_root, tmp_path)
     line = error_line(run)
     assert f"={last} is damaged: its sha256 differs from the one written beside it" in line
     assert "last.ckpt.sha256" in line
@@ -156,7 +161,13 @@ def test_legacy_format_weights_are_read_by_train_and_eval(
     net = cifar_resnet(8)
     legacy = _legacy(tmp_path / "resnet8-legacy.pth", net.state_dict())
     train = train_in_process(
-        [*FAST, "trainer.max_steps=1", f"weights={legacy}", f"hydra.run.dir={tmp_path}/t"],
+        [
+            *QUIET,
+            "test=false",
+            "trainer.max_steps=1",
+            f"weights={legacy}",
+            f"hydra.run.dir={tmp_path}/t",
+        ],
         cifar10_root,
         tmp_path,
     )

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.runs import QUIET, compose_run
 from hydra.utils import instantiate
-from train_config import TINY, compose_run
 
-from reslab.train import train
+from reslab.checks.schema import MOVED
+from reslab.commands.train import train
 
-RUN = [*TINY, "trainer.max_steps=2", "test=false"]
+RUN = [*QUIET, "trainer.max_steps=2", "test=false"]
 
 
 def payload(marker: Path) -> dict[str, Any]:
@@ -111,6 +112,45 @@ def test_an_untouched_checkpoint_still_evaluates(
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
 
+def test_a_checkpoint_naming_classes_where_they_were_before_they_moved_evaluates(
+    trained: Path, cifar10_root: Path, tmp_path: Path, eval_in_process
+) -> None:
+    """A checkpoint written before reslab's modules moved into subpackages names its classes
+    by their old paths (`reslab.classifier.ImageClassifier`); it evaluates as it did, and a
+    class that never was at the old path is still refused."""
+
+    def old_paths(node: Any) -> int:
+        count = 0
+        if isinstance(node, dict):
+            for old, new in MOVED.items():
+                if str(node.get("_target_", "")).startswith(new):
+                    node["_target_"] = old + node["_target_"][len(new) :]
+                    count += 1
+            node = list(node.values())
+        if isinstance(node, list):
+            count += sum(old_paths(v) for v in node)
+        return count
+
+    hp = torch.load(trained, weights_only=False)["hyper_parameters"]
+    assert old_paths(copy.deepcopy(hp)) >= 5  # the module, schedule, callbacks and loggers
+    old = crafted(trained, tmp_path / "old.ckpt", old_paths)
+    runs = [
+        eval_in_process([f"ckpt_path={c}", f"hydra.run.dir={tmp_path / n}"], cifar10_root, tmp_path)
+        for c, n in ((old, "old"), (trained, "new"))
+    ]
+    assert [r.code for r in runs] == [0, 0], runs[0].err[-2000:]
+    assert (tmp_path / "old" / "metrics.json").read_text() == (
+        (tmp_path / "new" / "metrics.json").read_text()
+    )
+    renamed = crafted(
+        trained, tmp_path / "r.ckpt", _set("module._target_", "reslab.classifier.Other")
+    )
+    run = eval_in_process(
+        [f"ckpt_path={renamed}", f"hydra.run.dir={tmp_path / 'r'}"], cifar10_root, tmp_path
+    )
+    assert run.code == 2 and "'reslab.training.classifier.Other' is not reslab's" in run.err
+
+
 def test_a_run_with_extra_callbacks_and_another_model_evaluates(
     cifar10_root: Path, tmp_path: Path, eval_in_process
 ) -> None:
@@ -156,7 +196,7 @@ def test_resume_and_fine_tuning_never_read_targets_from_a_checkpoint(
         ckpt = crafted(ckpt, ckpt, tamper[where])
     record = train(
         compose_run(
-            run_dir, cifar10_root, [*TINY, "trainer.max_steps=3", "test=false", "resume=true"]
+            run_dir, cifar10_root, [*QUIET, "trainer.max_steps=3", "test=false", "resume=true"]
         )
     )
     assert record["steps"] == 3 and not marker.exists()

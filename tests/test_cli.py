@@ -9,25 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ok, run_script
+from helpers.processes import ok, run_script
+from helpers.runs import TINY
 
-from reslab import devices
 from reslab.models import cifar_resnet
+from reslab.training import precision
 
-FAST = [
-    "data.verify_md5=false",
-    "data.batch_size=50",
-    "data.num_workers=0",
-    "trainer.max_steps=25",
-    "trainer.log_every_n_steps=5",
-    "model.depth=8",
-]
+RUN = [*TINY, "trainer.max_steps=25", "trainer.log_every_n_steps=5"]
 
 
 @pytest.fixture(scope="module")
 def trained(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     logs = tmp_path_factory.mktemp("logs")
-    ok(run_script(["reslab-train", *FAST], cifar10_root, logs))
+    ok(run_script(["reslab-train", *RUN], cifar10_root, logs))
     (run_dir,) = (logs / "train" / "runs").iterdir()
     return run_dir
 
@@ -47,7 +41,7 @@ def test_train_writes_config_checkpoints_metrics_and_summary(trained: Path) -> N
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["run_name"] == "resnet-8_seed0" and summary["steps"] == 25
     assert summary["status"] == "completed" and summary["tags"] == []
-    assert summary["precision"] == devices.default_precision("cpu")
+    assert summary["precision"] == precision.default_precision("cpu")
     assert summary["params"] == sum(p.numel() for p in cifar_resnet(8).parameters())
     assert 0 <= summary["metrics"]["test/err"] <= 100
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
@@ -105,7 +99,7 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_resume_continues_in_the_same_run_dir(
     trained: Path, cifar10_root: Path, train_in_process
 ) -> None:
-    args = [*FAST, "trainer.max_steps=30", f"hydra.run.dir={trained}", "resume=true"]
+    args = [*RUN, "trainer.max_steps=30", f"hydra.run.dir={trained}", "resume=true"]
     run = train_in_process(args, cifar10_root, trained.parent.parent.parent)
     assert run.code == 0, run.err[-3000:]
     assert (
@@ -126,13 +120,13 @@ def test_a_run_dir_is_never_reused_without_resume(
     """A dir that holds a run is refused without `resume=true`, and `resume=true` with no dir
     to continue, both before anything is written."""
     before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
-    run = train_in_process([*FAST, f"hydra.run.dir={trained}"], cifar10_root, tmp_path)
+    run = train_in_process([*RUN, f"hydra.run.dir={trained}"], cifar10_root, tmp_path)
     assert run.code == 2 and "Traceback" not in run.err
     line = next(ln for ln in run.err.splitlines() if ln.startswith("reslab: error:"))
     assert f"{trained} already holds a run" in line and "resume=true" in line
     assert {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()} == before
     missing = tmp_path / "no_such_run"
-    args = [*FAST, f"hydra.run.dir={missing}", "resume=true"]
+    args = [*RUN, f"hydra.run.dir={missing}", "resume=true"]
     run = train_in_process(args, cifar10_root, tmp_path)
     assert run.code == 2
     assert f"resume=true but there is no run to resume in {missing}" in run.err

@@ -7,10 +7,10 @@ import runpy
 from pathlib import Path
 
 import pytest
+from helpers.runs import QUIET, compose_run
 from omegaconf import OmegaConf
-from train_config import TINY, compose_run
 
-from reslab.train import train
+from reslab.commands.train import train
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "compare_runs.py"
 
@@ -20,7 +20,7 @@ def test_labels_table_and_curves_of_two_seeds(
 ) -> None:
     runs = [tmp_path / f"seed{s}" for s in (0, 1)]
     for seed, run_dir in enumerate(runs):
-        cfg = compose_run(run_dir, cifar10_root, [*TINY, "trainer.max_steps=20", f"seed={seed}"])
+        cfg = compose_run(run_dir, cifar10_root, [*QUIET, "trainer.max_steps=20", f"seed={seed}"])
         train(cfg)
         (run_dir / ".hydra").mkdir()
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # as Hydra's job runner does

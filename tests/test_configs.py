@@ -16,14 +16,14 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, open_dict
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from reslab import devices
-from reslab.builders import build, build_datamodule, build_module, build_net, build_trainer
-from reslab.classifier import ImageClassifier
-from reslab.cli import register_resolvers
+from reslab.checks.preflight import check_values
+from reslab.commands.startup import register_resolvers
 from reslab.data import Augmentation, ClassificationDataModule
 from reslab.errors import ConfigError
-from reslab.preflight import check_values
-from reslab.schedules import LRSchedule
+from reslab.training import precision
+from reslab.training.builders import build, build_datamodule, build_module, build_net, build_trainer
+from reslab.training.classifier import ImageClassifier
+from reslab.training.schedules import LRSchedule
 
 register_resolvers()
 GROUPS = Path(str(files("reslab.configs")))
@@ -69,10 +69,10 @@ def test_default_is_the_paper_recipe(tmp_path: Path) -> None:
 def test_default_precision_follows_the_device(tmp_path: Path, monkeypatch) -> None:
     """bf16 autocast on a CPU with bf16 units only: fp32 on other CPUs and on GPUs."""
     for has_bf16, on_cpu in [(True, "bf16-mixed"), (False, "32-true")]:
-        monkeypatch.setattr(devices, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
         assert compose_train(tmp_path, ["trainer=cpu"]).trainer.precision == on_cpu
         assert compose_train(tmp_path, ["trainer=gpu"]).trainer.precision == "32-true"
-        assert devices.default_precision("cuda") == "32-true"
+        assert precision.default_precision("cuda") == "32-true"
     chosen = compose_train(tmp_path, ["trainer=cpu", "trainer.precision=16-mixed"])
     assert chosen.trainer.precision == "16-mixed"
 
@@ -188,9 +188,12 @@ def test_global_configs(tmp_path: Path, group: str, imagefolder_root: Path) -> N
         if "ImageFolder" in cfg.data._target_:
             with open_dict(cfg):
                 cfg.data.root, cfg.data.num_classes = str(imagefolder_root), 4
-        build_datamodule(cfg)
-        build_module(cfg)
-        build_trainer(cfg)
+        assert isinstance(build_datamodule(cfg), L.LightningDataModule), name
+        assert isinstance(build_module(cfg), ImageClassifier), name
+        trainer = build_trainer(cfg)
+        assert isinstance(trainer, L.Trainer), name
+        if not cfg.trainer.get("fast_dev_run"):  # fast_dev_run sets its own length
+            assert trainer.max_steps == cfg.trainer.max_steps, name
 
 
 def test_eval_config(tmp_path: Path) -> None:
@@ -277,7 +280,7 @@ def test_every_option_of_every_group_instantiates_alone_and_passes_the_schema(
     tmp_path: Path, group: str, option: str, imagefolder_root: Path
 ) -> None:
     """`instantiate(cfg.<group>)` on its own builds the group's object (no argument injected
-    by code), and every shipped config passes the signature checks of `reslab.schema`."""
+    by code), and every shipped config passes the signature checks of `reslab.checks.schema`."""
     overrides = [f"{group}={option}" if group not in ("callbacks", "logger") else ""]
     if group == "data" and option.startswith("image"):
         overrides.append(f"data.root={imagefolder_root}")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_config import TINY, compose_run
+from helpers.runs import QUIET, compose_run
 
-from reslab.classifier import ImageClassifier
-from reslab.train import train
+from reslab.commands.train import train
+from reslab.training.classifier import ImageClassifier
 
 PIPELINES = ["device", "workers"]
 
@@ -39,7 +39,7 @@ def per_stage(batches: dict[tuple[str, int], list[torch.Tensor]]) -> dict[str, i
 
 def run(root: Path, run_dir: Path, pipeline: str, *overrides: str) -> dict:
     """A run of batches of 20 images (each step a fraction of a second)."""
-    args = [*TINY, "data.batch_size=20", f"data.pipeline={pipeline}", *overrides]
+    args = [*QUIET, "data.batch_size=20", f"data.pipeline={pipeline}", *overrides]
     return train(compose_run(run_dir, root, args))
 
 

@@ -233,9 +233,9 @@ def test_gpu_decode_refuses_what_it_cannot_replay_and_a_cpu_trainer(
 ) -> None:
     import lightning as L
 
-    from reslab.classifier import ImageClassifier
+    from reslab.checks.preflight import check_built
     from reslab.models import imagenet_resnet
-    from reslab.preflight import check_built
+    from reslab.training.classifier import ImageClassifier
 
     with pytest.raises(ConfigError, match=r"not TrivialAugmentWide .*use data\.decode=cpu"):
         dm(imagefolder_root, recipe("modern"), "gpu")

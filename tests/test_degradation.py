@@ -16,12 +16,12 @@ from types import SimpleNamespace
 import matplotlib.image
 import pytest
 import torch
-from conftest import ok, run_main, run_script
+from helpers.processes import ok, run_main, run_script
 
-from reslab.callbacks import ErrorWarmup
-from reslab.flops import count_macs
+from reslab.commands.report import load_runs, main, plot_curves, plot_gradients, table_rows
 from reslab.models import cifar_resnet
-from reslab.report import load_runs, main, plot_curves, plot_gradients, table_rows
+from reslab.models.flops import count_macs
+from reslab.training.callbacks import ErrorWarmup
 
 STEPS = 8
 NAMES = ["0_plain-8_seed0", "1_plain-14_seed0", "2_resnet-8_seed0", "3_resnet-14_seed0"]
@@ -55,7 +55,7 @@ def sweep(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "~callbacks.model_summary",
     ]
     proc = python_m(
-        "reslab.train", args, {"DATA_DIR": str(cifar10_root), "RESLAB_LOG_DIR": str(logs)}
+        "reslab.commands.train", args, {"DATA_DIR": str(cifar10_root), "RESLAB_LOG_DIR": str(logs)}
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (sweep_dir,) = (logs / "train" / "multiruns").iterdir()
@@ -223,7 +223,7 @@ def test_warmup_holds_lr_until_the_training_error_drops_below_80() -> None:
 
 
 def test_a_run_that_validated_once_draws_its_test_point(tmp_path: Path) -> None:
-    from reslab.report import Run
+    from reslab.commands.report import Run
 
     curves = {"train/err_step": [(1, 90.0), (2, 80.0)], "val/err": [(2, 75.0)]}
     run = Run(tmp_path, {"model": {"depth": 8, "residual": True}}, None, curves)

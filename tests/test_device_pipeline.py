@@ -12,11 +12,11 @@ import torch
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
-from reslab.classifier import ImageClassifier
 from reslab.data import CIFARDataModule
 from reslab.data.device import DeviceLoader, crop_flip, normalize
 from reslab.errors import ConfigError
 from reslab.models import cifar_resnet
+from reslab.training.classifier import ImageClassifier
 
 PAPER = {"pad": 4, "flip": 0.5}  # augmentation=cifar
 

@@ -19,13 +19,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from omegaconf import DictConfig, open_dict
 
-from reslab import eval as reslab_eval
-from reslab.builders import build_datamodule, build_module, build_trainer
-from reslab.cli import register_resolvers
+from reslab.checks.preflight import check_values
+from reslab.commands import eval as reslab_eval
+from reslab.commands.startup import register_resolvers
+from reslab.commands.summary import main as summary_main
 from reslab.errors import ConfigError, one_line
-from reslab.model_summary import main as summary_main
-from reslab.preflight import check_values
-from reslab.run_dirs import expand_resume
+from reslab.runs.dirs import expand_resume
+from reslab.training.builders import build_datamodule, build_module, build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -212,16 +212,19 @@ def test_documented_eval_command_builds_its_run(
     with open_dict(cfg):
         del cfg.hydra
     if cfg.get("weights"):
-        from reslab.builders import build_net
+        from reslab.training.builders import build_net
 
         torch.save(build_net(cfg).state_dict(), weights)
     stored = torch.load(cfg.get("ckpt_path") or weights, weights_only=True)
     run_cfg = reslab_eval.run_config(cfg, stored)
     check_values(run_cfg)
+    assert str(run_cfg.model._target_).startswith("reslab.models."), where
     if "cifar" in run_cfg.data.get("name", ""):
         with open_dict(run_cfg):
             run_cfg.data.root = str(cifar10_root)
-        build_datamodule(run_cfg).setup("test")
+        datamodule = build_datamodule(run_cfg)
+        datamodule.setup("test")
+        assert len(datamodule.test_dataloader()) > 0, where
 
 
 @pytest.mark.parametrize(("where", "args"), by_program("reslab-summary"), ids=lambda x: str(x))
@@ -251,8 +254,8 @@ def test_documented_error_is_what_the_command_prints(
 ) -> None:
     """The command, run by its own entry point on generated data, fails with the line the docs
     show (`<...>` in it stands for any text)."""
-    from reslab.eval import main as eval_main
-    from reslab.train import main as train_main
+    from reslab.commands.eval import main as eval_main
+    from reslab.commands.train import main as train_main
 
     run = tmp_path / "logs" / "train" / "runs" / "run"
     (run / "checkpoints").mkdir(parents=True)

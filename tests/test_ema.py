@@ -10,15 +10,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from train_config import TINY, compose_run
+from helpers.runs import QUIET, compose_run
 
-from reslab.builders import build_datamodule, build_module, build_net, build_trainer
-from reslab.callbacks import EMA
-from reslab.classifier import ImageClassifier
-from reslab.eval import evaluate
-from reslab.train import train
+from reslab.commands.eval import evaluate
+from reslab.commands.train import train
+from reslab.training.builders import build_datamodule, build_module, build_net, build_trainer
+from reslab.training.callbacks import EMA
+from reslab.training.classifier import ImageClassifier
 
-EMA_ON = [*TINY, "callbacks=[default,ema]", "callbacks.ema.decay=0.7"]
+EMA_ON = [*QUIET, "callbacks=[default,ema]", "callbacks.ema.decay=0.7"]
 
 
 def val_loss(cfg, state: dict[str, torch.Tensor]) -> float:

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from train_config import TINY, compose_run
+from helpers.runs import QUIET, compose_run
 
-from reslab.train import train
+from reslab.commands.train import train
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,9 @@ def moved(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     base = tmp_path_factory.mktemp("moved")
     shutil.copytree(cifar10_root, base / "old")
     run_dir = base / "run"
-    train(compose_run(run_dir, base / "old", [*TINY, "trainer.max_steps=3", "data.download=false"]))
+    train(
+        compose_run(run_dir, base / "old", [*QUIET, "trainer.max_steps=3", "data.download=false"])
+    )
     (base / "old").rename(base / "new")
     return run_dir / "checkpoints" / "last.ckpt", base / "new"
 

@@ -14,19 +14,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_reliability import FAST
+from helpers.processes import error_line
+from helpers.runs import FIT_ONLY, QUIET
 
-from reslab.atomic import WriteError
-from reslab.callbacks import FiniteLoss, LastCheckpoint, NonFiniteLoss
-from reslab.checkpoints import AtomicCheckpointIO, load
 from reslab.models import cifar_resnet
-
-
-def error_line(run) -> str:
-    """The one `reslab: error:` line of a run refused with exit status 2, without a traceback."""
-    assert run.code == 2 and "Traceback" not in run.err, run.err[-2000:]
-    (line,) = [ln for ln in run.err.splitlines() if ln.startswith("reslab: error:")]
-    return line
+from reslab.runs.atomic import WriteError
+from reslab.runs.checkpoints import AtomicCheckpointIO, load
+from reslab.training.callbacks import FiniteLoss, LastCheckpoint, NonFiniteLoss
 
 
 def fill(disk: Path, leave: int) -> None:
@@ -57,7 +51,12 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_and_resumes(
     """A real run: its checkpoint fails on a full disk, the run stops naming the file, the
     previous `last.ckpt` still loads, and `resume=true` continues once there is space."""
     run_dir = small_disk / "run"
-    args = [*FAST, f"hydra.run.dir={run_dir}", "callbacks.last_checkpoint.every_n_train_steps=2"]
+    args = [
+        *QUIET,
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    ]
     first = train_in_process([*args, "trainer.max_steps=2"], cifar10_root, small_disk)
     assert first.code == 0, first.err[-2000:]
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -81,7 +80,14 @@ def test_a_corrupt_record_in_a_sweep_is_reported_and_left_as_it_is(
     cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:
     sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "trainer.max_steps=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        *QUIET,
+        "test=false",
+        "trainer.max_steps=2",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    ]
     first = train_in_process(args, cifar10_root, tmp_path)
     assert first.code == 0, first.err[-2000:]
     record = next(sweep.glob("0_*/summary.json"))
@@ -93,7 +99,7 @@ def test_a_corrupt_record_in_a_sweep_is_reported_and_left_as_it_is(
     assert record.read_bytes() == corrupt
     other = json.loads(next(sweep.glob("1_*/summary.json")).read_text())
     assert other["status"] == "completed"
-    from reslab.report import report
+    from reslab.commands.report import report
 
     text = (report(sweep) / "table.md").read_text()
     assert "unreadable" in text and str(record) in text
@@ -104,7 +110,7 @@ def test_a_sweep_dir_is_never_reused_without_resume(
     cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:
     sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "trainer.max_steps=1", "seed=0", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *FIT_ONLY, "trainer.max_steps=1", "seed=0", f"hydra.sweep.dir={sweep}"]
     assert train_in_process(args, cifar10_root, tmp_path).code == 0
     record = next(sweep.glob("0_*/summary.json")).read_bytes()
     again = train_in_process(args, cifar10_root, tmp_path)
@@ -112,7 +118,8 @@ def test_a_sweep_dir_is_never_reused_without_resume(
     assert "already holds a sweep's runs" in line and "resume=true" in line
     assert next(sweep.glob("0_*/summary.json")).read_bytes() == record
     missing = train_in_process(
-        ["-m", *FAST, "resume=true", f"hydra.sweep.dir={tmp_path / 'nope'}"], cifar10_root
+        ["-m", *FIT_ONLY, "resume=true", f"hydra.sweep.dir={tmp_path / 'nope'}"],
+        cifar10_root,
     )
     assert missing.code == 2 and "no sweep to resume" in missing.err
 
@@ -122,7 +129,7 @@ def test_a_log_dir_that_cannot_be_created_names_reslab_log_dir(
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
-    run = train_in_process([*FAST], cifar10_root, blocker / "logs")
+    run = train_in_process([*FIT_ONLY], cifar10_root, blocker / "logs")
     line = error_line(run)
     assert f"cannot create the log dir {blocker / 'logs'}" in line and "RESLAB_LOG_DIR" in line
 
@@ -154,7 +161,7 @@ def test_a_corrupt_cifar_batch_is_named_without_the_md5_check(
     shutil.copytree(cifar10_root, data)
     bad = data / "cifar-10-batches-py" / "data_batch_3"
     bad.write_bytes(b"\x80\x04junk")
-    run = train_in_process([*FAST, f"hydra.run.dir={tmp_path / 'run'}"], data, tmp_path)
+    run = train_in_process([*FIT_ONLY, f"hydra.run.dir={tmp_path / 'run'}"], data, tmp_path)
     line = error_line(run)
     assert f"{bad} is not a CIFAR batch file" in line
 

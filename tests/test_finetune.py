@@ -11,17 +11,17 @@ import lightning as L
 import pytest
 import torch
 import torchvision
-from train_config import TINY, compose_run
+from helpers.runs import QUIET, compose_run
 
-import reslab.train
-from reslab.builders import build_module, build_trainer
+import reslab.commands.train
+from reslab.commands.eval import evaluate
+from reslab.commands.train import main, train
 from reslab.errors import ConfigError
-from reslab.eval import evaluate
-from reslab.train import main, train
+from reslab.training.builders import build_module, build_trainer
 
 # ImageNet ResNet-18 on the generated 4-class ImageFolder, at 32x32 so a step is quick.
 IMAGEFOLDER = [
-    *(a for a in TINY if not a.startswith(("data.verify_md5", "model.depth"))),
+    *(a for a in QUIET if not a.startswith(("data.verify_md5", "model.depth"))),
     "model=resnet18",
     "data=imagefolder",
     "augmentation=lowres",
@@ -89,7 +89,7 @@ def test_fine_tuning_starts_from_the_weights_with_a_fresh_optimizer_and_loop(
         trainer.callbacks.append(AtStart())
         return trainer
 
-    monkeypatch.setattr(reslab.train, "build_trainer", trainer_with_spy)
+    monkeypatch.setattr(reslab.commands.train, "build_trainer", trainer_with_spy)
     run_dir = tmp_path / "run"
     record = train(
         finetune_config(run_dir, imagefolder_root, file, "trainer.max_steps=2", "test=false")
@@ -113,10 +113,10 @@ def test_a_reslab_checkpoint_initialises_a_net_for_another_dataset(
 ) -> None:
     """CIFAR-10 ResNet-8 -> CIFAR-100: the `net.*` weights of the checkpoint, a 100-way head."""
     source = tmp_path / "cifar10"
-    train(compose_run(source, cifar10_root, [*TINY, "trainer.max_steps=1", "test=false"]))
+    train(compose_run(source, cifar10_root, [*QUIET, "trainer.max_steps=1", "test=false"]))
     ckpt = source / "checkpoints" / "last.ckpt"
     trained = torch.load(ckpt, weights_only=False)["state_dict"]
-    args = [*TINY, "data=cifar100", f"weights={ckpt}"]
+    args = [*QUIET, "data=cifar100", f"weights={ckpt}"]
     net = build_module(compose_run(tmp_path / "run", cifar100_root, args)).net
     ours = net.state_dict()
     assert all(torch.equal(ours[k], trained[f"net.{k}"]) for k in ours if not k.startswith("fc."))

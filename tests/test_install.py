@@ -11,21 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dirs_env, ok
+from helpers.processes import dirs_env, ok
+from helpers.runs import SHORT_EVAL, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the wheel is built from (pyproject.toml: the package in src/, its configs in configs/).
 BUILD_INPUTS = ("pyproject.toml", "README.md", "src", "configs")
-TINY = [
-    "trainer=cpu",
-    "trainer.max_steps=2",
-    "model.depth=8",
-    "data.verify_md5=false",
-    "data.batch_size=50",
-    "data.num_workers=0",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-]
+RUN = ["trainer=cpu", "trainer.max_steps=2", *TINY, *SHORT_EVAL]
 
 
 def run(cmd: list[str | Path], **kwargs) -> subprocess.CompletedProcess:
@@ -84,7 +76,7 @@ def test_the_installed_console_script_trains_outside_the_repository(
     env = {**venv_env(), **dirs_env(cifar10_root, tmp_path / "logs")}
     work = tmp_path / "work"  # outside the repository, and holds no configs
     work.mkdir()
-    run([venv / "bin" / "reslab-train", *TINY], cwd=work, env=env)
+    run([venv / "bin" / "reslab-train", *RUN], cwd=work, env=env)
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 2

@@ -16,9 +16,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from reslab.cli import CONFIG_PATH
-from reslab.gpu_slots import plan_slots, visible_gpus
-from reslab.train import main as train_main
+from reslab.commands.startup import CONFIG_PATH
+from reslab.commands.train import main as train_main
+from reslab.training.gpu_slots import plan_slots, visible_gpus
 
 # Seconds each job runs after it starts; jobs 0-3 first wait until all four have started.
 SECONDS = [0.5, 0.5, 0.5, 0.5, 0.2, 1.5, 0.2, 1.5, 0.2, 1.0]

@@ -1,5 +1,5 @@
-"""Metric names have one owner (reslab.scores): the config's `monitor:` lines reach them through
-`${metric:...}`, and the module logs exactly those keys."""
+"""Metric names have one owner (reslab.training.scores): the config's `monitor:` lines reach
+them through `${metric:...}`, and the module logs exactly those keys."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from reslab.classifier import ImageClassifier
-from reslab.cli import register_resolvers
+from reslab.commands.startup import register_resolvers
 from reslab.data import CIFARDataModule
 from reslab.models import cifar_resnet
-from reslab.scores import TEST_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, VAL_ERR
+from reslab.training.classifier import ImageClassifier
+from reslab.training.scores import TEST_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, VAL_ERR
 
 register_resolvers()
 

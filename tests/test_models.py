@@ -176,7 +176,7 @@ def test_bad_options_fail_at_construction_with_one_line(build, needle: str) -> N
 
 
 def test_macs_match_table1_and_add_up() -> None:
-    from reslab.flops import count_macs
+    from reslab.models.flops import count_macs
 
     macs = count_macs(imagenet_resnet(34), (3, 224, 224))
     assert round(macs["total"] / 1e9, 1) == 3.7  # Table 1: 3.6 (the paper rounds FC/BN away)

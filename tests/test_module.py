@@ -8,11 +8,11 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from reslab.classifier import ImageClassifier, param_groups
 from reslab.data import CIFARDataModule
 from reslab.models import cifar_resnet
-from reslab.schedules import LRSchedule
-from reslab.scores import BatchScores, Scores
+from reslab.training.classifier import ImageClassifier, param_groups
+from reslab.training.schedules import LRSchedule
+from reslab.training.scores import BatchScores, Scores
 
 
 def test_scores_score_as_torchmetrics_functional_does() -> None:

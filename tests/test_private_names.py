@@ -25,15 +25,15 @@ def source(fn: Callable) -> str:
 
 # (owner, name, where reslab uses it)
 ATTRIBUTES = [
-    (ModelCheckpoint, "_should_skip_saving_checkpoint", "callbacks.LastCheckpoint"),
-    (DDPStrategy, "_configure_launcher", "distributed.HydraDDPStrategy"),
+    (ModelCheckpoint, "_should_skip_saving_checkpoint", "training.callbacks.LastCheckpoint"),
+    (DDPStrategy, "_configure_launcher", "training.distributed.HydraDDPStrategy"),
     (CIFAR10, "_check_integrity", "data.cifar._Checked"),
     (CIFAR10, "_load_meta", "data.cifar._Checked"),
     (CIFAR100, "_check_integrity", "data.cifar._Checked"),
-    (torch.cpu, "_is_avx512_bf16_supported", "devices.default_precision"),
-    (torch.cpu, "_is_amx_tile_supported", "devices.default_precision"),
-    (DictConfig, "_get_node", "schema"),
-    (ListConfig, "_get_node", "schema"),
+    (torch.cpu, "_is_avx512_bf16_supported", "training.precision.default_precision"),
+    (torch.cpu, "_is_amx_tile_supported", "training.precision.default_precision"),
+    (DictConfig, "_get_node", "checks.schema"),
+    (ListConfig, "_get_node", "checks.schema"),
 ]
 
 

@@ -18,15 +18,13 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import BIN, dirs_env, run_script
-from damaged_files import damage
-from train_config import TINY
+from helpers.damaged_files import damage
+from helpers.processes import BIN, dirs_env, run_script
+from helpers.runs import FIT_ONLY, QUIET
 
-from reslab.callbacks import FiniteLoss, NonFiniteLoss
-from reslab.checkpoints import AtomicCheckpointIO
 from reslab.models import cifar_resnet
-
-FAST = [*TINY, "test=false"]
+from reslab.runs.checkpoints import AtomicCheckpointIO
+from reslab.training.callbacks import FiniteLoss, NonFiniteLoss
 
 
 def train(args: list[str], data: Path, logs: Path) -> subprocess.CompletedProcess:
@@ -65,7 +63,8 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
     cifar10_root: Path, tmp_path: Path, pipeline: str
 ) -> None:
     args = [
-        *FAST,
+        *QUIET,
+        "test=false",
         f"data.pipeline={pipeline}",
         "trainer.max_steps=25",
         "callbacks.last_checkpoint.every_n_train_steps=7",
@@ -106,7 +105,7 @@ def test_preemption_signal_saves_a_checkpoint_before_exit(
     sig: signal.Signals, cifar10_root: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    args = [*FAST, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}"]
+    args = [*FIT_ONLY, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}"]
     proc = start(args, cifar10_root, tmp_path)
     wait_for(run_dir / "csv" / "metrics.csv", proc)  # training steps are being logged
     proc.send_signal(sig)
@@ -120,7 +119,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
 ) -> None:
     run_dir = tmp_path / "run"
     args = [
-        *FAST,
+        *QUIET,
+        "test=false",
         "trainer.max_steps=200",
         "optimizer.lr=1e12",
         "callbacks.last_checkpoint.every_n_train_steps=1",
@@ -143,7 +143,7 @@ def test_a_failed_sweep_job_does_not_stop_the_others_and_a_relaunch_skips_finish
     """The sweep runs every job, then names the failed ones and exits 1; relaunched with
     `resume=true` it skips the finished job and fails the bad one again."""
     sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "trainer.max_steps=3", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *FIT_ONLY, "trainer.max_steps=3", f"hydra.sweep.dir={sweep}"]
     run = train_in_process([*args, "optimizer.lr=-1,0.05"], cifar10_root, tmp_path)
     assert run.code == 1, run.err[-3000:]
     failed, done = sorted(sweep.glob("[0-9]_*"))
@@ -167,7 +167,7 @@ def test_an_epoch_bounded_run_resumed_with_more_epochs_continues(
     """Before: the finished run's record was compared with `trainer.max_steps` alone (-1 for an
     epoch-bounded run), so any resume of it was skipped as already finished."""
     run_dir = tmp_path / "run"
-    args = [*FAST, "trainer.max_steps=-1", f"hydra.run.dir={run_dir}"]
+    args = [*FIT_ONLY, "trainer.max_steps=-1", f"hydra.run.dir={run_dir}"]
     first = train_in_process([*args, "trainer.max_epochs=1"], cifar10_root, tmp_path)
     assert first.code == 0, first.err[-3000:]
     record = json.loads((run_dir / "summary.json").read_text())
@@ -204,7 +204,7 @@ def test_last_checkpoint_is_written_after_every_validation(
     nothing after validation, against the docs."""
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from reslab.callbacks import LastCheckpoint
+    from reslab.training.callbacks import LastCheckpoint
 
     saves = _Saves()
     trainer = L.Trainer(
@@ -271,7 +271,10 @@ BAD = [
     ("optimizer.lr=nan", "optimizer.lr=nan is not valid; use a positive finite number"),
     ("optimizer.momentum=1.5", "optimizer.momentum=1.5 is not valid; use in [0, 1)"),
     ("optimizer.weight_decay=abc", "optimizer.weight_decay='abc' is not valid"),
-    ("module.label_smoothing=1", "module.label_smoothing=1 is not valid for reslab.classifier"),
+    (
+        "module.label_smoothing=1",
+        "module.label_smoothing=1 is not valid for reslab.training.classifier",
+    ),
     ("scheduler.warmup_steps=-5", "scheduler.warmup_steps=-5 is not valid"),
     ("seed=-1", "seed=-1 is not valid; use a non-negative integer"),
     ("data.pipeline=gpu", "data.pipeline='gpu' is not valid for reslab.data.CIFARDataModule"),
@@ -292,14 +295,14 @@ BAD = [
     ("+trainer.max_stepz=5", "unknown option trainer.max_stepz for lightning.Trainer; did you"),
     (
         "+scheduler.warmup=5",
-        "unknown option scheduler.warmup for reslab.schedules.LRSchedule; did you mean "
+        "unknown option scheduler.warmup for reslab.training.schedules.LRSchedule; did you mean "
         "scheduler.warmup_steps?",
     ),
     ("+data.colour=red", "unknown option data.colour for reslab.data.CIFARDataModule"),
     # Unknown keys in every node: the augmentation and the model options included.
     ("+augmentation.pda=4", "unknown option augmentation.pda for reslab.data.Augmentation; did"),
     ("+model.foo=1", "unknown option model.foo for reslab.models.cifar_resnet"),
-    ("+module.foo=1", "unknown option module.foo for reslab.classifier.ImageClassifier"),
+    ("+module.foo=1", "unknown option module.foo for reslab.training.classifier.ImageClassifier"),
     ("+optimizer.lrr=0.1", "unknown option optimizer.lrr for torch.optim.SGD; did you mean"),
     # Choices and ranges from the signatures.
     ("+model.block=basik", "model.block='basik' is not valid for reslab.models.cifar_resnet"),
@@ -326,7 +329,7 @@ if not torch.cuda.is_available():
 def test_bad_input_fails_before_compute_in_one_line(
     override: str, needle: str, cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:
-    data, args, env = cifar10_root, [*FAST], None
+    data, args, env = cifar10_root, [*FIT_ONLY], None
     if override == "CORRUPT":
         data = tmp_path / "data"
         shutil.copytree(cifar10_root, data)

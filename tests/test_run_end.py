@@ -1,28 +1,32 @@
 """What a run says when it ends and how it is continued: a few lines with its result, its dir
 and the next commands; `resume=<run dir>` continues it with its own overrides, refusing a
 changed value; a resumed run's record keeps the wall time of every session; progress lines
-where stdout is no terminal."""
+where stdout is no terminal, and live bars drawn once where it is one."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 from pathlib import Path
 
+import pyte
 import pytest
 import torch
-import train_config
+from helpers.processes import BIN, dirs_env, holder
+from helpers.runs import QUIET, TINY
 
-from reslab.callbacks import LossProgressBar, ProgressLines, progress_bar
+from reslab.training.callbacks import LossProgressBar, ProgressLines, progress_bar
 
 # The progress bar stays: its lines are under test here.
-TINY = [a for a in train_config.TINY if a != "~callbacks.progress_bar"]
+RUN = [a for a in QUIET if a != "~callbacks.progress_bar"]
 
 
 @pytest.fixture
 def first(cifar10_root: Path, tmp_path: Path, train_in_process) -> Path:
     """A finished run of 6 steps, in a run dir Hydra named."""
-    run = train_in_process([*TINY, "trainer.max_steps=6"], cifar10_root, tmp_path / "logs")
+    run = train_in_process([*RUN, "trainer.max_steps=6"], cifar10_root, tmp_path / "logs")
     assert run.code == 0, run.err[-2000:]
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     lines = [ln for ln in run.out.splitlines() if "resnet-8_seed0 completed" in ln]
@@ -84,7 +88,7 @@ def test_progress_lines_without_a_terminal(
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
     assert isinstance(progress_bar(), LossProgressBar)
     monkeypatch.undo()
-    args = [*TINY, "trainer.max_steps=12", "callbacks.progress_bar.every_s=0", "test=false"]
+    args = [*RUN, "trainer.max_steps=12", "callbacks.progress_bar.every_s=0", "test=false"]
     run = train_in_process(args, cifar10_root, tmp_path)
     assert run.code == 0, run.err[-2000:]
     lines = [ln for ln in run.out.splitlines() if " - step " in ln]
@@ -100,12 +104,11 @@ def test_progress_lines_without_a_terminal(
 def test_reslab_runs_lists_completed_failed_running_and_stopped_runs(
     first: Path, cifar10_root: Path, tmp_path: Path, train_in_process, capsys
 ) -> None:
-    from test_run_lock import holder
 
-    from reslab.run_list import main
+    from reslab.commands.runs import main
 
     logs = tmp_path / "logs"
-    args = ["-m", *TINY, "trainer.max_steps=2", "test=false", "model.depth=8,9"]
+    args = ["-m", *RUN, "trainer.max_steps=2", "test=false", "model.depth=8,9"]
     assert train_in_process(args, cifar10_root, logs).code == 1  # depth 9 fails, reported
     stopped = logs / "train" / "runs" / "stopped"
     (stopped / ".hydra").mkdir(parents=True)
@@ -128,3 +131,54 @@ def test_reslab_runs_lists_completed_failed_running_and_stopped_runs(
     assert statuses == ["completed", "completed", "failed", "running", "stopped"]
     assert rows[1][2] == "running"  # newest first
     assert any(row[-1] == str(first) and row[4] == "6" for row in rows[1:])
+
+
+def screen(args: list[str], data: Path, logs: Path, columns: int = 120) -> list[str]:
+    """What a terminal shows after `reslab-train ARGS` ran in it: the command on a real
+    pseudo-terminal (so Rich draws its live bars), its output replayed through pyte's
+    terminal emulator; the screen's rows, trailing blanks dropped."""
+    main, child = os.openpty()
+    env = {**os.environ, **dirs_env(data, logs), "TERM": "xterm", "COLUMNS": str(columns)}
+    proc = subprocess.Popen(
+        [str(BIN / "reslab-train"), *args], stdin=child, stdout=child, stderr=child, env=env
+    )
+    os.close(child)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child side closed: the command ended
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(main)
+    assert proc.wait(timeout=300) == 0, raw.decode(errors="replace")[-3000:]
+    term = pyte.Screen(columns, 400)
+    pyte.Stream(term).feed(raw.decode(errors="replace").replace("\n", "\r\n"))
+    rows = [row.rstrip() for row in term.display]
+    while rows and not rows[-1]:
+        rows.pop()
+    return rows
+
+
+@pytest.mark.slow
+def test_a_terminal_shows_each_bar_once_and_the_outcome_after_them(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    """In a terminal: the training bar's last state once (15 of 15 steps, with the last
+    validation's error), the test bar once, then the outcome; no Lightning note in between."""
+    args = [
+        *TINY,
+        "trainer.max_steps=15",
+        "~callbacks.model_summary",
+        f"hydra.run.dir={tmp_path}/r",
+    ]
+    rows = screen(args, cifar10_root, tmp_path)
+    bars = [r for r in rows if r.startswith(("Epoch", "Validation", "Testing"))]
+    assert len(bars) == 2, "\n".join(rows)
+    assert bars[0].startswith("Epoch 1") and "15/15" in bars[0] and "val/err" in bars[0]
+    assert bars[1].startswith("Testing") and "4/4" in bars[1]
+    end = rows.index(bars[1])
+    assert "resnet-8_seed0 completed: 15 steps" in rows[end + 1], "\n".join(rows)
+    assert not any("stopped" in r or "Trainer.fit" in r for r in rows), "\n".join(rows)

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 import wandb
+from helpers.runs import FIT_ONLY, compose_run
+from helpers.wandb_records import records
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-from train_config import TINY, compose_run
-from wandb_records import records
 
-from reslab.train import print_config, train
+from reslab.commands.train import print_config, train
 
 TAGS = ["depth-sweep", "baseline"]
 
 
 def test_tags_reach_the_summary_wandb_and_tensorboard(cifar10_root: Path, tmp_path: Path) -> None:
-    args = [*TINY, "test=false", "trainer.max_steps=2", "logger=[csv,tensorboard,wandb]"]
+    args = [*FIT_ONLY, "trainer.max_steps=2", "logger=[csv,tensorboard,wandb]"]
     record = train(compose_run(tmp_path, cifar10_root, [*args, f"tags=[{','.join(TAGS)}]"]))
     wandb.finish()
     wandb.teardown()  # the service writes the run file; it has flushed it once it stops
@@ -42,7 +42,7 @@ def test_tags_reach_the_summary_wandb_and_tensorboard(cifar10_root: Path, tmp_pa
 def test_the_resolved_config_tree_is_saved_and_its_choices_printed(
     cifar10_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = compose_run(tmp_path, cifar10_root, [*TINY, "test=false", "trainer.max_steps=1"])
+    cfg = compose_run(tmp_path, cifar10_root, [*FIT_ONLY, "trainer.max_steps=1"])
     with caplog.at_level("INFO", logger="reslab"):
         train(cfg)
     out = caplog.text

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.runs import TINY
 from omegaconf import OmegaConf
 
 pytest.importorskip(
@@ -17,7 +18,7 @@ pytest.importorskip(
 )
 import optuna
 
-from reslab.train import main
+from reslab.commands.train import main
 
 # lr 1e4 diverges within a few steps, -1 is refused before compute, 0.05 trains. With the
 # sampler seeded by seed=0, the three trials draw the three values (checked below).
@@ -34,11 +35,8 @@ def test_failed_trials_are_fail_and_completed_ones_return_their_final_val_error(
     args = [
         "-m",
         "hparams_search=cifar10_optuna",
-        "data.verify_md5=false",
-        "data.batch_size=50",
-        "data.num_workers=0",
+        *TINY,
         "data.val_size=100",
-        "model.depth=8",
         "trainer.max_steps=12",
         "trainer.log_every_n_steps=2",
         "~callbacks.progress_bar",

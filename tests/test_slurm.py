@@ -6,34 +6,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-
-BIN = Path(sys.executable).parent
-TINY = [
-    "hydra/launcher=slurm_cpu",
-    "hydra.launcher.timeout_min=10",
-    "hydra.launcher.signal_delay_s=30",
-    "model.depth=8",
-    "data.verify_md5=false",
-    "data.batch_size=50",
-    "data.num_workers=0",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-]
-
-
-def cluster_up() -> bool:
-    if not (os.environ.get("SLURM_CONF") and shutil.which("sinfo")):
-        return False
-    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
-
+from helpers.processes import BIN
+from helpers.runs import SHORT_EVAL, TINY
+from helpers.slurm import cluster_up
 
 pytestmark = [
     pytest.mark.slurm,
@@ -41,12 +22,20 @@ pytestmark = [
     pytest.mark.skipif(not cluster_up(), reason="no SLURM cluster: bash scripts/slurm_local.sh"),
 ]
 
+ON_SLURM = [
+    "hydra/launcher=slurm_cpu",
+    "hydra.launcher.timeout_min=10",
+    "hydra.launcher.signal_delay_s=30",
+    *TINY,
+    *SHORT_EVAL,
+]
+
 
 def sweep(args: list[str], data_dir: Path, log_dir: Path) -> subprocess.Popen:
     """`reslab-train -m` through `hydra/launcher=slurm_cpu`, in the background."""
     env = {**os.environ, "DATA_DIR": str(data_dir), "RESLAB_LOG_DIR": str(log_dir)}
     return subprocess.Popen(
-        [str(BIN / "reslab-train"), "-m", *TINY, *args],
+        [str(BIN / "reslab-train"), "-m", *ON_SLURM, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -132,7 +121,7 @@ def test_sbatch_template_runs_in_a_run_dir_named_by_the_job(
     env = {**os.environ, "DATA_DIR": str(cifar10_root), "RESLAB_LOG_DIR": str(tmp_path)}
     env["PATH"] = f"{BIN}:{env['PATH']}"
     local = ["--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10"]
-    args = ["scripts/train.sbatch", "trainer=cpu", *TINY[3:], "trainer.max_steps=3"]
+    args = ["scripts/train.sbatch", "trainer=cpu", *TINY, *SHORT_EVAL, "trainer.max_steps=3"]
     proc = subprocess.run(
         ["sbatch", "--wait", "--parsable", *local, f"--output={tmp_path}/%j.out", *args],
         env=env,

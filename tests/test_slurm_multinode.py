@@ -8,20 +8,19 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import output
-from fake_cifar import write_cifar10
-from one_process_eval import assert_reduced_over_ranks
-from test_slurm import cluster_up
+from helpers.fake_cifar import write_cifar10
+from helpers.one_process_eval import assert_reduced_over_ranks
+from helpers.processes import BIN, output
+from helpers.runs import TINY
+from helpers.slurm import cluster_up
 
-from reslab import run_layout
+from reslab.runs import layout as run_layout
 
-BIN = Path(sys.executable).parent
 TWO_NODES = [
     "hydra/launcher=slurm_cpu",
     "hydra.launcher.timeout_min=10",
@@ -30,9 +29,7 @@ TWO_NODES = [
     "trainer.accelerator=cpu",
     "trainer.devices=1",
     "trainer.num_nodes=2",
-    "model.depth=8",
-    "data.verify_md5=false",
-    "data.num_workers=0",
+    *TINY,
     "augmentation=none",
 ]
 # A global batch of 50 of the 100 train images: 2 steps an epoch on any number of processes.

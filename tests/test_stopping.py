@@ -17,26 +17,30 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, dirs_env
-from test_faults import error_line
-from test_reliability import FAST
+from helpers.processes import BIN, dirs_env, error_line
+from helpers.runs import FIT_ONLY, QUIET
 
 TESTS = Path(__file__).parent
 # 10 batches an epoch, validation after each epoch, last.ckpt every 5 steps.
-ARGS = [*FAST, "trainer.max_steps=20", "callbacks.last_checkpoint.every_n_train_steps=5"]
+ARGS = [
+    *QUIET,
+    "test=false",
+    "trainer.max_steps=20",
+    "callbacks.last_checkpoint.every_n_train_steps=5",
+]
 
 
 def signal_at(hook: str, step: int, sig: str, group: bool = False) -> list[str]:
     fault = "+callbacks.fault"
     return [
-        f"{fault}._target_=fault_injection.SignalAt", f"{fault}.hook={hook}",
+        f"{fault}._target_=helpers.fault_injection.SignalAt", f"{fault}.hook={hook}",
         f"{fault}.step={step}", f"{fault}.sig={sig}", f"{fault}.group={group}",
     ]  # fmt: skip
 
 
 def signal_during_save(save: int, sig: str) -> list[str]:
     return [
-        f"trainer.plugins=[{{_target_:fault_injection.SignalDuringSave,save:{save},sig:{sig}}}]"
+        f"trainer.plugins=[{{_target_:helpers.fault_injection.SignalDuringSave,save:{save},sig:{sig}}}]"
     ]
 
 
@@ -81,9 +85,9 @@ def check_equal(run_dir: Path, full: Path) -> None:
 @pytest.fixture(scope="module")
 def full(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run the stopped ones are compared with."""
-    from conftest import run_main
+    from helpers.processes import run_main
 
-    from reslab.train import main
+    from reslab.commands.train import main
 
     run_dir = tmp_path_factory.mktemp("full") / "run"
     run = run_main(main, ["reslab-train", *ARGS, f"hydra.run.dir={run_dir}"], cifar10_root)
@@ -176,8 +180,8 @@ def test_a_full_disk_as_the_record_is_written_stops_in_one_line_and_resumes(
     record (none is half-written), the checkpoints load; with space again, `resume=true` ends
     the run (fit already done, test again) and writes its record."""
     run_dir = small_disk / "run"
-    args = [*FAST, "trainer.max_steps=5", "test=true", f"hydra.run.dir={run_dir}"]
-    fill = ["+callbacks.fill._target_=fault_injection.FillDiskAt"]
+    args = [*FIT_ONLY, "trainer.max_steps=5", "test=true", f"hydra.run.dir={run_dir}"]
+    fill = ["+callbacks.fill._target_=helpers.fault_injection.FillDiskAt"]
     run = train_in_process([*args, *fill], cifar10_root, small_disk)
     line = error_line(run)
     assert f"cannot write {run_dir / 'summary.json'}: No space left on device" in line

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ok, run_main, run_script
+from helpers.processes import ok, run_main, run_script
 
-from reslab.model_summary import main
+from reslab.commands.summary import main
 
 
 @pytest.mark.slow

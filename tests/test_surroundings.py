@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ok, run_script
-from test_reliability import FAST
+from helpers.processes import ok, run_script
+from helpers.runs import FIT_ONLY, QUIET
 
 
 def _only_run_dir(logs: Path) -> Path:
@@ -30,7 +30,7 @@ def test_dotenv_is_read_from_the_working_directory_alone(
     (parent / ".env").write_text(f"RESLAB_LOG_DIR={tmp_path / 'hijacked'}\n")
     monkeypatch.chdir(cwd)
     monkeypatch.delenv("RESLAB_LOG_DIR", raising=False)
-    args = [*FAST, "trainer.max_steps=1"]
+    args = [*FIT_ONLY, "trainer.max_steps=1"]
 
     assert train_in_process(args, cifar10_root).code == 0
     assert not (tmp_path / "hijacked").exists()
@@ -79,11 +79,18 @@ def test_train_eval_sweep_and_report_write_only_into_their_dirs(
 
     run, evaluated, sweep = logs / "run", logs / "eval", logs / "sweep"
     loggers = "logger=[csv,wandb,tensorboard]"
-    command("reslab-train", *FAST, "trainer.max_steps=3", loggers, f"hydra.run.dir={run}")
+    command("reslab-train", *FIT_ONLY, "trainer.max_steps=3", loggers, f"hydra.run.dir={run}")
     assert (run / "wandb").is_dir() and (run / "tensorboard").is_dir()
     last = run / "checkpoints" / "last.ckpt"
     command("reslab-eval", f"ckpt_path={last}", f"hydra.run.dir={evaluated}")
-    sweep_args = ["-m", *FAST, "trainer.max_steps=2", "seed=0,1", "logger=[csv,wandb]"]
+    sweep_args = [
+        "-m",
+        *QUIET,
+        "test=false",
+        "trainer.max_steps=2",
+        "seed=0,1",
+        "logger=[csv,wandb]",
+    ]
     command("reslab-train", *sweep_args, f"hydra.sweep.dir={sweep}")
     command("reslab-report", str(sweep))
     assert (sweep / "report" / "table.md").is_file()

@@ -14,12 +14,12 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from host_syncs import HostSyncs
 from hydra import compose, initialize_config_module
 
-from reslab.builders import build_datamodule, build_module, build_trainer
-from reslab.callbacks import LossProgressBar
-from reslab.cli import register_resolvers
-from reslab.syncs import HostSyncs
+from reslab.commands.startup import register_resolvers
+from reslab.training.builders import build_datamodule, build_module, build_trainer
+from reslab.training.callbacks import LossProgressBar
 
 register_resolvers()
 
@@ -91,7 +91,7 @@ def fit_counting(
                 "model.depth=8", f"trainer.max_steps={steps}",
                 f"paths.output_dir={tmp_path}", "test=false",
                 # The live bar a terminal gets (pytest's stdout is none), which reads the loss.
-                "callbacks.progress_bar._target_=reslab.callbacks.LossProgressBar",
+                "callbacks.progress_bar._target_=reslab.training.callbacks.LossProgressBar",
                 "~callbacks.progress_bar.every_s",
                 *overrides,
             ],

@@ -11,18 +11,18 @@ import runpy
 from pathlib import Path
 
 import pytest
+from helpers.runs import QUIET, compose_run
 from omegaconf import OmegaConf
-from train_config import TINY, compose_run
 
-from reslab import run_record
-from reslab.eval import evaluate
-from reslab.report import Run, markdown_table, table_rows, weights_note
-from reslab.train import optimized_value, train
+from reslab.commands.eval import evaluate
+from reslab.commands.report import Run, markdown_table, table_rows, weights_note
+from reslab.commands.train import optimized_value, train
+from reslab.runs import record as run_record
 
 ROOT = Path(__file__).parents[1]
 # Two epochs of 10 batches (validation after each, the last on the final weights); best.ckpt
 # keeps the first validation's weights (the lowest step), so it is never the final weights.
-FIT = [*TINY, "trainer.max_steps=20", "callbacks.model_checkpoint.monitor=step"]
+FIT = [*QUIET, "trainer.max_steps=20", "callbacks.model_checkpoint.monitor=step"]
 
 
 @pytest.fixture(scope="module")

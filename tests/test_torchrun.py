@@ -1,7 +1,7 @@
 """Ranks started by torchrun, as on cloud VMs and Kubernetes: each rank runs
-`python -m reslab.train` itself. One launch with two ranks, and two launches standing for two
-machines (`--nnodes=2 --node-rank=0/1`), every rank started seconds after the one before, so each
-reads another second on its clock: they still share one run dir."""
+`python -m reslab.commands.train` itself. One launch with two ranks, and two launches standing
+for two machines (`--nnodes=2 --node-rank=0/1`), every rank started seconds after the one before,
+so each reads another second on its clock: they still share one run dir."""
 
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, dirs_env, ok, output, run_script
-from fake_cifar import write_cifar10
-from one_process_eval import assert_reduced_over_ranks
+from helpers.fake_cifar import write_cifar10
+from helpers.one_process_eval import assert_reduced_over_ranks
+from helpers.processes import BIN, dirs_env, ok, output, run_script
+from helpers.runs import TINY
 
-from reslab import run_layout
-from reslab.distributed import launch_time
+from reslab.runs import layout as run_layout
+from reslab.training.distributed import launch_time
 
 # Each rank waits 2 s x its rank before it starts reslab, so no two ranks name their run dir in
 # the same second.
 STAGGER = ["--no-python", "sh", "-c", 'sleep $((2 * RANK)); exec "$0" "$@"', sys.executable]
-SMALL = ["data.verify_md5=false", "data.num_workers=0", "model.depth=8", "augmentation=none"]
 # A global batch of 50 of the 100 train images: 2 steps an epoch on any number of processes.
-RECIPE = [*SMALL, "data.batch_size=50", "trainer.max_steps=4"]
+RECIPE = [*TINY, "augmentation=none", "trainer.max_steps=4"]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu"]
 
 
@@ -39,9 +39,10 @@ def free_port() -> int:
 def torchrun(
     launch: list[str], args: list[str], data: Path, logs: Path, cwd: Path
 ) -> subprocess.Popen:
-    """`torchrun <launch> -m reslab.train <args>` in the background (stdout and stderr in one)."""
+    """`torchrun <launch> -m reslab.commands.train <args>` in the background (stdout and stderr
+    in one)."""
     return subprocess.Popen(
-        [str(BIN / "torchrun"), *launch, *STAGGER, "-m", "reslab.train", *args],
+        [str(BIN / "torchrun"), *launch, *STAGGER, "-m", "reslab.commands.train", *args],
         env={**os.environ, **dirs_env(data, logs)},
         cwd=cwd,
         stdout=subprocess.PIPE,

@@ -9,9 +9,9 @@ import csv
 from pathlib import Path
 
 import pytest
-from train_config import TINY, compose_run
+from helpers.runs import FIT_ONLY, compose_run
 
-from reslab.train import train
+from reslab.commands.train import train
 
 
 def val_steps(run_dir: Path) -> list[int]:
@@ -35,7 +35,7 @@ def val_steps(run_dir: Path) -> list[int]:
 def test_every_run_ends_validated_with_a_best_checkpoint(
     overrides: list[str], validated_at: list[int], cifar10_root: Path, tmp_path: Path
 ) -> None:
-    record = train(compose_run(tmp_path, cifar10_root, [*TINY, "test=false", *overrides]))
+    record = train(compose_run(tmp_path, cifar10_root, [*FIT_ONLY, *overrides]))
     assert val_steps(tmp_path) == [step - 1 for step in validated_at]  # logged 0-based
     assert record["val_err"]["final"] is not None
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()

@@ -7,17 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import ok, run_script
-from wandb_records import records
+from helpers.processes import ok, run_script
+from helpers.runs import SHORT_EVAL, TINY
+from helpers.wandb_records import records
 
-TINY = [
-    "model.depth=8",
-    "data.verify_md5=false",
-    "data.batch_size=50",
-    "data.num_workers=0",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-]
+RUN = [*TINY, *SHORT_EVAL]
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +43,7 @@ def read_run(path: Path) -> dict:
 def test_sweep_jobs_are_separate_runs_in_one_group_and_resume_continues_the_run(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
-    args = ["-m", "logger=[csv,tensorboard,wandb]", "model.residual=true,false", *TINY]
+    args = ["-m", "logger=[csv,tensorboard,wandb]", "model.residual=true,false", *RUN]
     args.append("tags=[degradation,tiny]")
     train([*args, "trainer.max_steps=3"], cifar10_root, tmp_path)
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
@@ -80,7 +74,7 @@ def test_sweep_jobs_are_separate_runs_in_one_group_and_resume_continues_the_run(
     # Resume job 0 with no API key and no WANDB_MODE: offline by itself, same W&B run.
     run_dir = sweep / "0_resnet-8_seed0"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    resumed = [f"hydra.run.dir={run_dir}", "resume=true", "logger=wandb", *TINY]
+    resumed = [f"hydra.run.dir={run_dir}", "resume=true", "logger=wandb", *RUN]
     out = train(
         [*resumed, "trainer.max_steps=5", "test=false"],
         cifar10_root,
@@ -99,7 +93,7 @@ def test_the_logger_starts_without_wandb_warnings(tmp_path: Path, capfd) -> None
     effect."""
     import wandb
 
-    from reslab.loggers import RunDirWandbLogger
+    from reslab.training.loggers import RunDirWandbLogger
 
     logger = RunDirWandbLogger(save_dir=str(tmp_path), offline=True, project="reslab")
     try:

@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
-from train_config import TINY, compose_run
+from helpers.runs import FIT_ONLY, compose_run
 
-from reslab.train import train
+from reslab.commands.train import train
 
 
 def logged_lr(run_dir: Path) -> tuple[list[str], dict[int, float]]:
@@ -27,7 +27,7 @@ def ramp(step: int, warmup: int) -> float:
 
 
 def test_warmup_then_a_per_step_schedule(cifar10_root: Path, tmp_path: Path) -> None:
-    args = [*TINY, "test=false", "trainer.max_steps=10", "scheduler.warmup_steps=4"]
+    args = [*FIT_ONLY, "trainer.max_steps=10", "scheduler.warmup_steps=4"]
     train(compose_run(tmp_path, cifar10_root, [*args, "scheduler.scheduler.milestones=[8]"]))
     names, lr = logged_lr(tmp_path)
     assert names == ["lr-SGD"]
@@ -38,7 +38,7 @@ def test_warmup_then_a_per_step_schedule(cifar10_root: Path, tmp_path: Path) -> 
 
 def test_warmup_composes_with_an_epoch_schedule(cifar10_root: Path, tmp_path: Path) -> None:
     """10 steps an epoch, lr halved every epoch, a 12-step warm-up across the first boundary."""
-    args = [*TINY, "test=false", "trainer.max_steps=25", "scheduler=step_epochs"]
+    args = [*FIT_ONLY, "trainer.max_steps=25", "scheduler=step_epochs"]
     args += ["scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"]
     train(compose_run(tmp_path, cifar10_root, [*args, "scheduler.warmup_steps=12"]))
     names, lr = logged_lr(tmp_path)
@@ -48,7 +48,7 @@ def test_warmup_composes_with_an_epoch_schedule(cifar10_root: Path, tmp_path: Pa
 
 
 def test_without_warmup_the_schedule_is_unchanged(cifar10_root: Path, tmp_path: Path) -> None:
-    args = [*TINY, "test=false", "trainer.max_steps=10", "scheduler.scheduler.milestones=[8]"]
+    args = [*FIT_ONLY, "trainer.max_steps=10", "scheduler.scheduler.milestones=[8]"]
     train(compose_run(tmp_path, cifar10_root, args))
     names, lr = logged_lr(tmp_path)
     assert names == ["lr-SGD"]
@@ -63,7 +63,7 @@ def test_cosine_spans_the_run_whether_bounded_by_steps_or_epochs(
 ) -> None:
     """The schedule's length is the run's real length (10 steps an epoch here): an
     epoch-bounded cosine run decays over its epochs instead of flipping at every step."""
-    args = [*TINY, "test=false", "scheduler=cosine", *length]
+    args = [*FIT_ONLY, "scheduler=cosine", *length]
     record = train(compose_run(tmp_path, cifar10_root, args))
     _, lr = logged_lr(tmp_path)
     assert record["steps"] == 20

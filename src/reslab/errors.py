@@ -1,5 +1,9 @@
 """User-facing errors: the commands print these as one line and exit non-zero."""
 
+from __future__ import annotations
+
+import sys
+
 
 class ReslabError(Exception):
     """A mistake in the user's config, data or environment, fixable without reading code."""
@@ -30,3 +34,8 @@ def reslab_cause(error: BaseException | None) -> ReslabError | None:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def print_error(error: BaseException) -> None:
+    """The one line a command prints for a user's mistake."""
+    print(f"reslab: error: {one_line(error)}", file=sys.stderr)

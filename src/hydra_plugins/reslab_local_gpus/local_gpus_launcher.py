@@ -1,4 +1,4 @@
-"""`hydra/launcher=local_gpus`: a local sweep with one GPU per job (`reslab.gpu_slots`), on
+"""`hydra/launcher=local_gpus`: a local sweep with one GPU per job (`reslab.training.gpu_slots`), on
 hydra-joblib-launcher's worker processes. Hydra finds launchers in the `hydra_plugins`
 namespace only, hence this package. Neither joblib nor submitit_local gives each job its own
 GPU (submitit_local gives every job the same first `gpus_per_node` GPUs and starts all jobs at
@@ -16,7 +16,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_joblib_launcher import joblib_launcher
 from omegaconf import DictConfig, OmegaConf
 
-from reslab.gpu_slots import OnOwnGpu, plan_slots
+from reslab.training.gpu_slots import OnOwnGpu, plan_slots
 
 
 class LocalGpusLauncher(joblib_launcher.JoblibLauncher):
@@ -36,8 +36,7 @@ class LocalGpusLauncher(joblib_launcher.JoblibLauncher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from reslab.cli import print_error
-        from reslab.errors import ConfigError
+        from reslab.errors import ConfigError, print_error
 
         devices = OmegaConf.select(config, "trainer.devices", default=1)
         try:

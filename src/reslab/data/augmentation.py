@@ -1,6 +1,6 @@
 """The augmentation node (`configs/augmentation/`): the numbers a DataModule builds its own
 transforms from, and the extra per-image transforms of a recipe. A class, so its options are
-checked like every node's (`reslab.schema`): a misspelled key is refused, not ignored."""
+checked like every node's (`reslab.checks.schema`): a misspelled key is refused, not ignored."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from reslab.data.augmentation import Augmentation
 from reslab.data.device import normalize
 from reslab.data.resumable import EvalDataLoader, ResumableDataLoader
 from reslab.data.transforms import StackCrops
-from reslab.distributed import per_device_batch
 from reslab.errors import ConfigError
+from reslab.training.distributed import per_device_batch
 
 
 def build_transform(

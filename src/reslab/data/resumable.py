@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from reslab import stopping
+from reslab.training import stopping
 
 
 def rng_states() -> dict[str, Any]:
@@ -35,7 +35,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 class EvalDataLoader(DataLoader):
     """torch's DataLoader whose worker processes leave stop signals to the run
-    (`reslab.stopping.held_from_children`)."""
+    (`reslab.training.stopping.held_from_children`)."""
 
     def __iter__(self) -> Iterator[Any]:
         with stopping.held_from_children():
@@ -47,7 +47,7 @@ class ResumableDataLoader(StatefulDataLoader):
     and restores, plus the main process's RNG states: augmentations draw from them (with
     `num_workers=0`), so a mid-epoch resume replays the same crops and flips. They are restored
     once the resumed iterator exists (creating it draws a seed). Its worker processes leave
-    stop signals to the run (`reslab.stopping.held_from_children`)."""
+    stop signals to the run (`reslab.training.stopping.held_from_children`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

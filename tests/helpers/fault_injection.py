@@ -1,7 +1,8 @@
 """Faults at an exact moment of a real run, for the tests' `reslab-train` processes: a signal
 sent by the run to itself (or to its process group) at a given hook and step, and a signal or
 kill -9 in the middle of a checkpoint save. Added to a run from the command line, e.g.
-`+callbacks.fault._target_=fault_injection.SignalAt` (the tests put this dir on PYTHONPATH)."""
+`+callbacks.fault._target_=helpers.fault_injection.SignalAt` (the tests put `tests/` on
+PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from unittest import mock
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from reslab.checkpoints import AtomicCheckpointIO
+from reslab.runs.checkpoints import AtomicCheckpointIO
 
 
 class SignalAt(Callback):
@@ -70,7 +71,7 @@ class SignalDuringSave(AtomicCheckpointIO):
             os.kill(os.getpid(), self.sig)
             replace(src, dst)
 
-        with mock.patch("reslab.atomic.os.replace", signal_then_replace):
+        with mock.patch("reslab.runs.atomic.os.replace", signal_then_replace):
             super().save_checkpoint(checkpoint, path, storage_options)
 
 

@@ -1,5 +1,5 @@
 """Run configs composed as `reslab-train` and `reslab-eval` compose them, for in-process runs
-on the generated data: `compose_run(...)`, then `reslab.train.train(cfg)`."""
+on the generated data: `compose_run(...)`, then `reslab.commands.train.train(cfg)`."""
 
 from __future__ import annotations
 
@@ -9,20 +9,25 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from reslab.cli import register_resolvers
+from reslab.commands.startup import register_resolvers
 
-# A few seconds per run on 2 CPU cores: ResNet-8, 10 batches of 50 per epoch of the 500
-# generated CIFAR images, quiet callbacks.
-TINY = [
-    "data.verify_md5=false",
-    "data.batch_size=50",
-    "data.num_workers=0",
-    "model.depth=8",
+# A tiny run, the one definition the tests share: ResNet-8 on the generated CIFAR images read
+# in the process, batches of 50 (10 steps an epoch of the 500 training images; a few seconds
+# per run on 2 CPU cores). A test adds its length and whatever it checks.
+TINY = ["data.verify_md5=false", "data.batch_size=50", "data.num_workers=0", "model.depth=8"]
+# For a run whose scores no test reads: one validation batch and one test batch.
+SHORT_EVAL = ["+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
+# For an in-process run whose logs and numbers a test reads: exact, every step logged, no live
+# bar and no model table in its output.
+QUIET = [
+    *TINY,
     "trainer.deterministic=true",
     "trainer.log_every_n_steps=1",
     "~callbacks.progress_bar",
     "~callbacks.model_summary",
 ]
+# ... and a fit alone, without the test-set pass.
+FIT_ONLY = [*QUIET, "test=false"]
 
 
 def compose_run(

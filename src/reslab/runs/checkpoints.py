@@ -17,9 +17,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from reslab import run_layout
-from reslab.atomic import write_atomic
 from reslab.errors import ConfigError
+from reslab.runs import layout as run_layout
+from reslab.runs.atomic import write_atomic
 
 log = logging.getLogger("reslab")
 SHA256 = re.compile(r"[0-9a-f]{64}")

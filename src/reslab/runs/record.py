@@ -16,13 +16,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from reslab import run_layout
-from reslab.atomic import write_atomic
-from reslab.callbacks import ErrorTracker, WallTime
 from reslab.errors import DataError, one_line
-from reslab.flops import count_macs
-from reslab.scores import TEST_ERR, TRAIN_ERR, VAL_ERR
-from reslab.stopping import Stopped
+from reslab.models.flops import count_macs
+from reslab.runs import layout as run_layout
+from reslab.runs.atomic import write_atomic
+from reslab.training.callbacks import ErrorTracker, WallTime
+from reslab.training.scores import TEST_ERR, TRAIN_ERR, VAL_ERR
+from reslab.training.stopping import Stopped
 
 FILE = run_layout.SUMMARY
 

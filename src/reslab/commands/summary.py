@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from reslab.builders import build_net
-from reslab.cli import command
+from reslab.commands.task import command
 from reslab.errors import ConfigError
-from reslab.flops import count_macs
+from reslab.models.flops import count_macs
 from reslab.models.resnet import ResNet, imagenet_resnet
+from reslab.training.builders import build_net
 
 # He et al. 2015, Table 1: FLOPs (multiply-adds) at 224x224, by depth.
 TABLE1_GFLOPS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}

@@ -11,9 +11,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from reslab import run_layout, run_lock, run_record
-from reslab.cli import one_line_errors
+from reslab.commands.task import one_line_errors
 from reslab.errors import ConfigError
+from reslab.runs import layout as run_layout
+from reslab.runs import lock as run_lock
+from reslab.runs import record as run_record
 
 
 def run_dirs(log_dir: Path) -> list[Path]:

@@ -137,6 +137,35 @@ def check_targets(cfg: DictConfig) -> None:
         check_node(key, node)
 
 
+# Where reslab's classes lived before its modules were grouped into subpackages: checkpoints
+# written then name them so in their stored config.
+MOVED = {
+    "reslab.callbacks.": "reslab.training.callbacks.",
+    "reslab.checkpoints.": "reslab.runs.checkpoints.",
+    "reslab.classifier.": "reslab.training.classifier.",
+    "reslab.diagnostics.": "reslab.training.diagnostics.",
+    "reslab.distributed.": "reslab.training.distributed.",
+    "reslab.loggers.": "reslab.training.loggers.",
+    "reslab.schedules.": "reslab.training.schedules.",
+}
+
+
+def moved_targets(stored: Any) -> None:
+    """Rename, in place, each `_target_` of a stored config that names a class where it was
+    before it moved (`MOVED`), so an older checkpoint's config reads as today's."""
+    if isinstance(stored, dict):
+        target = stored.get("_target_")
+        if isinstance(target, str):
+            for old, new in MOVED.items():
+                if target.startswith(old):
+                    stored["_target_"] = new + target[len(old) :]
+        for v in stored.values():
+            moved_targets(v)
+    elif isinstance(stored, list):
+        for v in stored:
+            moved_targets(v)
+
+
 def trusted_values(stored: Any, schema: Any, key: str, source: str) -> None:
     """Refuse a stored config (a checkpoint's) that would build anything `schema` (the config
     reslab composes from its own groups) does not: a `_target_` or other Hydra key that differs,

@@ -1,5 +1,5 @@
 """The LightningModule `ImageClassifier`: cross-entropy training of any `nn.Module` that maps
-images to logits, with errors summed on the device (`reslab.scores.Scores`)."""
+images to logits, with errors summed on the device (`reslab.training.scores.Scores`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from reslab.errors import ConfigError
-from reslab.schedules import LRSchedule
-from reslab.scores import NAMES, VAL_ERR, BatchScores, Scores, metric_key
+from reslab.training.schedules import LRSchedule
+from reslab.training.scores import NAMES, VAL_ERR, BatchScores, Scores, metric_key
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 

@@ -15,13 +15,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from reslab import checkpoints, run_layout, run_record, stopping
-from reslab.builders import build_datamodule, build_module, build_trainer
-from reslab.callbacks import duration
-from reslab.cli import command
-from reslab.loggers import ResumableCSVLogger
-from reslab.preflight import check_built, check_config
-from reslab.run_dirs import expand_resume
+from reslab.checks.preflight import check_built, check_config
+from reslab.commands.task import command
+from reslab.runs import checkpoints
+from reslab.runs import layout as run_layout
+from reslab.runs import record as run_record
+from reslab.runs.dirs import expand_resume
+from reslab.training import stopping
+from reslab.training.builders import build_datamodule, build_module, build_trainer
+from reslab.training.callbacks import duration
+from reslab.training.loggers import ResumableCSVLogger
 
 log = logging.getLogger("reslab")
 
@@ -85,7 +88,7 @@ def build_run(cfg: DictConfig) -> tuple[L.Trainer, Any, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test) one run; returns its record, also written to `summary.json`. A stop
-    signal (`reslab.stopping`) ends it with `last.ckpt` saved and the record saying
+    signal (`reslab.training.stopping`) ends it with `last.ckpt` saved and the record saying
     `interrupted`."""
     try:
         try:
@@ -179,8 +182,8 @@ def outcome(record: dict[str, Any], run_dir: Path) -> str:
 
 def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
     """The run's value of `optimized_metric` for a Hydra sweeper: a field of the run record,
-    e.g. `val_err.final` (checked to name a number before the run: `reslab.preflight`). None (a
-    failed trial for Optuna) for a number measured on the test
+    e.g. `val_err.final` (checked to name a number before the run: `reslab.checks.preflight`).
+    None (a failed trial for Optuna) for a number measured on the test
     set, the test error or a validation error when validation is the test set: a search on it
     would tune on the test set."""
     key = cfg.get("optimized_metric")

@@ -18,10 +18,11 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from reslab import run_layout, run_record
-from reslab.cli import one_line_errors
+from reslab.commands.task import one_line_errors
 from reslab.errors import ConfigError
-from reslab.scores import TRAIN_ERR_STEP, VAL_ERR
+from reslab.runs import layout as run_layout
+from reslab.runs import record as run_record
+from reslab.training.scores import TRAIN_ERR_STEP, VAL_ERR
 
 
 @dataclass

@@ -14,10 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from reslab import checkpoints
-from reslab.callbacks import StopOnSignal
-from reslab.classifier import ImageClassifier
 from reslab.errors import ConfigError, reslab_cause
+from reslab.runs import checkpoints
+from reslab.training.callbacks import StopOnSignal
+from reslab.training.classifier import ImageClassifier
 
 # Groups whose choice a checkpoint records, so `reslab-eval` recomposes the run from them.
 CHOICES = (
@@ -58,7 +58,7 @@ def build_net(cfg: DictConfig) -> Any:
 
 def build_module(cfg: DictConfig) -> ImageClassifier:
     """The LightningModule, its network started from `weights` when given (fine-tuning); the
-    resolved config and the group choices ride in every checkpoint (`reslab.eval` takes
+    resolved config and the group choices ride in every checkpoint (`reslab.commands.eval` takes
     values from them, never targets)."""
     module = build(cfg.module, "module")
     if cfg.get("weights"):

@@ -21,9 +21,10 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-from reslab import run_layout, stopping
 from reslab.errors import ConfigError, ReslabError
-from reslab.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, TRAIN_LOSS, VAL_ERR
+from reslab.runs import layout as run_layout
+from reslab.training import stopping
+from reslab.training.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, TRAIN_LOSS, VAL_ERR
 
 log = logging.getLogger("reslab")
 
@@ -35,14 +36,14 @@ class LastCheckpoint(ModelCheckpoint):
     Lightning's own pieces do not add up to this: `save_last` refreshes `last.ckpt` only when a
     monitored top-k file is written (a run whose best epoch is early would resume from there);
     `save_on_exception` would also save the weights of a run stopped for diverging. Writes go
-    through `reslab.checkpoints.AtomicCheckpointIO`. `_last_global_step_saved` is
+    through `reslab.runs.checkpoints.AtomicCheckpointIO`. `_last_global_step_saved` is
     ModelCheckpoint's own record of its last save (no public accessor), shared with its
     periodic saves so a step is never written twice."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
         super().__init__(
             dirpath=dirpath,
-            filename=run_layout.LAST,  # resume reads this name (reslab.run_layout)
+            filename=run_layout.LAST,  # resume reads this name (reslab.runs.layout)
             monitor=None,
             save_top_k=1,
             every_n_train_steps=every_n_train_steps,
@@ -91,9 +92,9 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class StopOnSignal(Callback):
-    """Takes a stop signal (`reslab.stopping`) where the run's state is whole, so the run ends
-    with `last.ckpt` at the step it stopped and `metrics.csv` holding exactly the steps before
-    it.
+    """Takes a stop signal (`reslab.training.stopping`) where the run's state is whole, so the
+    run ends with `last.ckpt` at the step it stopped and `metrics.csv` holding exactly the steps
+    before it.
 
     In training, after a batch that neither ends the epoch nor is followed by validation:
     `LastCheckpoint` saves `last.ckpt` at the batch's end (after the other callbacks, so it holds
@@ -102,7 +103,7 @@ class StopOnSignal(Callback):
     epoch's end would not do: Lightning, resuming from it, skips that epoch's validation and
     epoch metrics. A stop during validation or an epoch's end waits for the next such batch
     (one validation at most). In a test or sanity check, at the next batch; the test runs again
-    on resume. First in the Trainer's callbacks (`reslab.builders.build_trainer`)."""
+    on resume. First in the Trainer's callbacks (`reslab.training.builders.build_trainer`)."""
 
     def __init__(self) -> None:
         self._stop_next_batch = False

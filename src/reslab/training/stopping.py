@@ -7,9 +7,9 @@ kill -9 is the hard stop). What it does depends on where the process is:
 
 - a job before its Trainer starts (config checks, building, reading data): `Stopped` is raised
   at once, as Python raises KeyboardInterrupt; nothing is half-written there;
-- a job whose Trainer runs (`deferred`): nothing at once; `reslab.callbacks.StopOnSignal` stops
-  it between two training batches after saving `last.ckpt`, at the next test or sanity-check
-  batch, or once the fit has ended;
+- a job whose Trainer runs (`deferred`): nothing at once;
+  `reslab.training.callbacks.StopOnSignal` stops it between two training batches after saving
+  `last.ckpt`, at the next test or sanity-check batch, or once the fit has ended;
 - a sweep's launching process whose jobs run in joblib workers (`relay_to_workers`): the
   signal is forwarded to its `multiprocessing` children, the workers, so a signal sent to the
   launcher alone stops its jobs too; the launcher then reports them;

@@ -19,13 +19,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from reslab import checkpoints
-from reslab.builders import CHOICES, build_datamodule, build_net, build_trainer
-from reslab.classifier import ImageClassifier
-from reslab.cli import command
+from reslab.checks.schema import check_targets, import_target, moved_targets, trusted_values
+from reslab.commands.task import command
 from reslab.errors import ConfigError, one_line
-from reslab.schema import check_targets, import_target, trusted_values
-from reslab.scores import ACC5, LOSS, TEST_ERR, metric_key
+from reslab.runs import checkpoints
+from reslab.training.builders import CHOICES, build_datamodule, build_net, build_trainer
+from reslab.training.classifier import ImageClassifier
+from reslab.training.scores import ACC5, LOSS, TEST_ERR, metric_key
 
 log = logging.getLogger("reslab")
 TEST_ACC5, TEST_LOSS = metric_key("test", ACC5), metric_key("test", LOSS)
@@ -120,6 +120,7 @@ def stored_run(cfg: DictConfig, hparams: Any) -> DictConfig:
     # eval's own replace them below.
     every = [f"{g}=[{','.join(options(g))}]" for g in ("callbacks", "logger")]
     schema = compose_train([*overrides, *every])
+    moved_targets(stored)
     trusted_values(stored, _expanded(OmegaConf.to_container(schema), schema), "", source)
     moved_data(stored)
     stored = {k: v for k, v in stored.items() if k not in FROM_EVAL and k not in here}

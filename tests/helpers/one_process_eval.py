@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ok, run_script
 
-from reslab import run_layout
-from reslab.scores import LOSS, TEST_ERR, metric_key
+from helpers.processes import ok, run_script
+from reslab.runs import layout as run_layout
+from reslab.training.scores import LOSS, TEST_ERR, metric_key
 
 TEST_LOSS = metric_key("test", LOSS)
 VAL_LOSS = metric_key("val", LOSS)

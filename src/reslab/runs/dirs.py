@@ -15,10 +15,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from reslab import run_lock, run_record, stopping
-from reslab.cli import print_error
-from reslab.errors import ConfigError
-from reslab.run_layout import OVERRIDES, RUN_FILES
+from reslab.errors import ConfigError, print_error
+from reslab.runs import lock as run_lock
+from reslab.runs import record as run_record
+from reslab.runs.layout import OVERRIDES, RUN_FILES
+from reslab.training import stopping
 
 # Set by launchers in the extra processes of one run (DDP ranks, srun tasks): only the first
 # process of a run checks its dir.

@@ -3,7 +3,7 @@ top-level values, ranges of the library targets' arguments (torch's optimizers, 
 Trainer), unknown top-level keys, devices this machine lacks, and the rules that involve two
 fields once the objects exist (`check_built`). Each failure is one line naming the key, the
 value and the fix. The types, choices and unknown options of every node are
-`reslab.schema`'s."""
+`reslab.checks.schema`'s."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from reslab import run_layout, run_record
-from reslab.callbacks import LastCheckpoint
-from reslab.distributed import per_device_batch
+from reslab.checks.schema import check_targets
 from reslab.errors import ConfigError
-from reslab.schema import check_targets
+from reslab.runs import layout as run_layout
+from reslab.runs import record as run_record
+from reslab.training.callbacks import LastCheckpoint
+from reslab.training.distributed import per_device_batch
 
 _ABSENT = object()
 

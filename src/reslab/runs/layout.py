@@ -10,12 +10,12 @@ CHECKPOINTS = "checkpoints"  # best.ckpt and last.ckpt
 BEST = "best"  # ModelCheckpoint's file name (Lightning adds .ckpt)
 LAST = "last"  # what resume continues from
 CSV = "csv"  # the CSV logger's dir: csv/metrics.csv
-SUMMARY = "summary.json"  # the run record (reslab.run_record)
+SUMMARY = "summary.json"  # the run record (reslab.runs.record)
 CONFIG = ".hydra/config.yaml"  # Hydra's copy of the composed config
 OVERRIDES = ".hydra/overrides.yaml"  # the command line's overrides, as Hydra saves them
 CONFIG_TREE = "config_tree.log"  # the resolved config as printed
-LOCK = ".lock"  # held by the one process writing the run or sweep (reslab.run_lock)
-CHECKSUM = ".sha256"  # beside every checkpoint: last.ckpt.sha256 (reslab.checkpoints)
+LOCK = ".lock"  # held by the one process writing the run or sweep (reslab.runs.lock)
+CHECKSUM = ".sha256"  # beside every checkpoint: last.ckpt.sha256 (reslab.runs.checkpoints)
 
 
 def layout(name: str) -> str:

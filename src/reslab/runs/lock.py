@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from reslab.errors import ConfigError
-from reslab.run_layout import LOCK, RUN_FILES, config_tree
+from reslab.runs.layout import LOCK, RUN_FILES, config_tree
 
 # The dirs this process holds, each with its open lock file, and whether this command made the
 # dir (so that a command refused before its run started can take the dir away again).

@@ -1,0 +1,1 @@
+"""What is checked before anything is built: the config against the code, the command line."""

@@ -1,0 +1,1 @@
+"""The console commands: one module per command, and what every command does as it starts."""
