@@ -150,7 +150,9 @@ def resize_then_crop(height: int, width: int) -> tuple[int, int, int, int]:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_shorter_side_crop_is_the_resize_then_crop_window_mapped_back(shape) -> None:
+def test_shorter_side_crop_is_the_resize_then_crop_window_mapped_back(
+    shape: tuple[int, int],
+) -> None:
     """From the same seed, `RandomShorterSideCrop` draws the two-step recipe's side and window
     and takes their source region: each end of the window mapped back to source pixels and
     rounded (so within half a source pixel), inside the image. Over 600 draws the side comes
@@ -197,7 +199,7 @@ def smooth(height: int, width: int, period: float = 80.0) -> tv_tensors.Image:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_shorter_side_crop_matches_the_crop_of_the_resized_image(shape) -> None:
+def test_shorter_side_crop_matches_the_crop_of_the_resized_image(shape: tuple[int, int]) -> None:
     """On a smooth image the region resize gives the pixels of the resized image's crop up to
     its grid shift: bilinear sampling moved by dy, dx source pixels changes a value by at most
     slope * (dy + dx), the slope here at most 7.85 levels per pixel plus 1 for the source's
