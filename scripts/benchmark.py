@@ -43,10 +43,12 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
 
 from reslab.commands.startup import register_resolvers
 from reslab.data.base import build_transform
 from reslab.data.device import DeviceLoader, tensors
+from reslab.data.transforms import RandomShorterSideCrop
 from reslab.models import imagenet_resnet
 from reslab.training.builders import build, build_datamodule, build_module, build_net, build_trainer
 from reslab.training.classifier import param_groups
@@ -365,6 +367,19 @@ def pil_rgb(path: str) -> Image.Image:
         return Image.open(f).convert("RGB")
 
 
+def two_step(steps: list[Any]) -> list[Any]:
+    """The transforms as before `RandomShorterSideCrop`: it becomes torchvision's RandomResize
+    (the whole image) + RandomCrop, which draw the same side and window."""
+    out: list[Any] = []
+    for t in steps:
+        if isinstance(t, RandomShorterSideCrop):
+            resize = v2.RandomResize(t.min_side, t.max_side + 1, t.interpolation, t.antialias)
+            out += [resize, v2.RandomCrop(t.size)]
+        else:
+            out.append(t)
+    return out
+
+
 def imagefolder_config(args: argparse.Namespace, decode: str, out: Path) -> DictConfig:
     overrides = [
         f"model={args.model}", "data=imagefolder", f"data.root={args.data_dir}",
@@ -381,16 +396,16 @@ def imagefolder_config(args: argparse.Namespace, decode: str, out: Path) -> Dict
 
 
 def decode_paths(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Per decode path, its DataModule, set up; `pil` is `decode=cpu`'s with PIL decoding and
-    the float conversion and normalisation in the worker, as before `data.decode`. All take
-    the same augmentation."""
+    """Per decode path, its DataModule, set up; `pil` is `decode=cpu`'s with PIL decoding, the
+    two-step resize and crop (`two_step`) and the float conversion and normalisation in the
+    worker, as before `data.decode`. All take the same augmentation."""
     paths = ["pil", "cpu"] + (["gpu"] if args.device == "cuda" else [])
     datamodules = {}
     for path in paths:
         dm = build_datamodule(imagefolder_config(args, "cpu" if path == "pil" else path, out))
         dm.setup("fit")
         if path == "pil":
-            transform = build_transform(dm.train_steps, dm.mean, dm.std)
+            transform = build_transform(two_step(dm.train_steps), dm.mean, dm.std)
             dm.train_set = ImageFolder(str(dm.root / "train"), transform, loader=pil_rgb)
             dm.uint8_batches = False
         datamodules[path] = dm

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from helpers.processes import Outcome, run_main
+from torchvision.transforms import v2
 
+from reslab.data.transforms import RandomShorterSideCrop
 from reslab.models import cifar_resnet, imagenet_resnet
 from reslab.models.flops import count_macs
 
@@ -120,6 +122,16 @@ def test_imagefolder_decode_paths(imagefolder_root: Path) -> None:
     assert float(model[0]) > 0 and model[3] == "1.00"
     assert "`data.decode=gpu`: not measured (needs --device cuda)." in stdout
     assert f"ImageFolder {imagefolder_root}, augmentation=torchvision_v1 (224 px)" in stdout
+
+
+def test_pil_row_resizes_the_whole_image_as_before() -> None:
+    """The PIL row is the pipeline before `RandomShorterSideCrop`: there `augmentation=paper`
+    is torchvision's RandomResize of the whole image to a side in [256, 480], then RandomCrop."""
+    two_step = runpy.run_path(str(SCRIPT))["two_step"]
+    flip = v2.RandomHorizontalFlip()
+    resize, crop, rest = two_step([RandomShorterSideCrop(224, 256, 480), flip])
+    assert type(resize) is v2.RandomResize and (resize.min_size, resize.max_size) == (256, 481)
+    assert type(crop) is v2.RandomCrop and tuple(crop.size) == (224, 224) and rest is flip
 
 
 def test_imagefolder_needs_a_folder(tmp_path: Path) -> None:

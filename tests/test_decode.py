@@ -14,8 +14,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from reslab.builders import build
 from reslab.data import ImageFolderDataModule
 from reslab.data.decode import (
     Encoded,
@@ -25,15 +27,18 @@ from reslab.data.decode import (
     device_images,
     read_encoded,
 )
-from reslab.data.transforms import Lighting
+from reslab.data.transforms import Lighting, RandomShorterSideCrop
 from reslab.errors import ConfigError, DataError
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "augmentation"
 # The recipes' transforms at the fake images' scale (40-90 px): torchvision_v1 and paper.
 RECIPES = {
     "torchvision_v1": [v2.RandomResizedCrop(32, antialias=True), v2.RandomHorizontalFlip()],
-    "paper": [v2.RandomResize(36, 61), v2.RandomCrop(32), v2.RandomHorizontalFlip(), Lighting()],
+    "paper": [RandomShorterSideCrop(32, 36, 60), v2.RandomHorizontalFlip(), Lighting()],
 }
+# Image shapes for the paper crop: landscape and portrait 320 px photos (Imagewoof's), a square,
+# and odd sides, so the longer side's truncation in torchvision's resize is exercised.
+SHAPES = [(320, 427), (480, 320), (320, 320), (333, 501)]
 
 
 def recipe(name: str) -> list:
@@ -131,6 +136,109 @@ def test_paper_geometry_shorter_side_256_to_480_then_a_224_crop(decode: str) -> 
     assert min(sides) < 290 and max(sides) > 440
     assert min(lefts) < 0.15 and max(lefts) > 0.85  # the crop moves over the whole image
     assert 40 < sum(b[4] for b in boxes) < 80
+
+
+def resize_then_crop(height: int, width: int) -> tuple[int, int, int, int]:
+    """The window torchvision's two-step recipe draws next (RandomResize 256-480, RandomCrop
+    224), as (resized height, resized width, top, left) in resized pixels; sized on a
+    bounding-box stand-in, as the GPU path's Planner does (no pixels)."""
+    canvas = tv_tensors.BoundingBoxes(torch.zeros(1, 4), format="XYXY", canvas_size=(height, width))
+    resize, crop = v2.RandomResize(256, 481), v2.RandomCrop(224)
+    resized = resize.transform(canvas, resize.make_params([canvas]))
+    params = crop.make_params([resized])
+    return (*resized.canvas_size, params["top"], params["left"])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shorter_side_crop_is_the_resize_then_crop_window_mapped_back(
+    shape: tuple[int, int],
+) -> None:
+    """From the same seed, `RandomShorterSideCrop` draws the two-step recipe's side and window
+    and takes their source region: each end of the window mapped back to source pixels and
+    rounded (so within half a source pixel), inside the image. Over 600 draws the side comes
+    within 4 px of both ends of [256, 480] and the window reaches both edges of both axes."""
+    height, width = shape
+    image = tv_tensors.Image(torch.zeros(3, height, width, dtype=torch.uint8))
+    ours = RandomShorterSideCrop(224, 256, 480)
+    sides, spots = set(), {"top": [], "left": []}
+    for seed in range(600):
+        torch.manual_seed(seed)
+        resized_h, resized_w, top, left = resize_then_crop(height, width)
+        next_draw = torch.rand(1)
+        torch.manual_seed(seed)
+        region = ours.make_params([image])
+        assert torch.rand(1) == next_draw  # the same random calls: the streams stay in step
+        sides.add(min(resized_h, resized_w))
+        for key, start, resized, source in (
+            ("top", top, resized_h, height),
+            ("left", left, resized_w, width),
+        ):
+            size = region["height" if key == "top" else "width"]
+            first, last = start * source / resized, (start + 224) * source / resized
+            assert abs(region[key] - first) <= 0.5 and abs(region[key] + size - last) <= 0.5
+            assert region[key] >= 0 and region[key] + size <= source
+            spots[key].append(region[key] / (source - size) if source > size else 0.5)
+    assert min(sides) <= 260 and max(sides) >= 476
+    for key, spot in spots.items():
+        assert min(spot) < 0.02 and max(spot) > 0.98, key
+
+
+def smooth(height: int, width: int, period: float = 80.0) -> tv_tensors.Image:
+    """A uint8 photo stand-in whose channels are products of sines of one period: its slope is
+    at most 100 * 2 pi / period levels per pixel along either axis."""
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64),
+        torch.arange(width, dtype=torch.float64),
+        indexing="ij",
+    )
+    phase = 2 * math.pi / period
+    channels = [
+        127.5 + 100 * torch.sin(phase * x + c) * torch.sin(phase * y + 2 * c) for c in (0, 1, 2)
+    ]
+    return tv_tensors.Image(torch.stack(channels).round().to(torch.uint8))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shorter_side_crop_matches_the_crop_of_the_resized_image(shape: tuple[int, int]) -> None:
+    """On a smooth image the region resize gives the pixels of the resized image's crop up to
+    its grid shift: bilinear sampling moved by dy, dx source pixels changes a value by at most
+    slope * (dy + dx), the slope here at most 7.85 levels per pixel plus 1 for the source's
+    rounding to uint8, and each result rounds by 0.5 more. dy and dx, the larger of the
+    window's two end shifts on each axis, are at most 0.5, so the bound is at most 9.9 levels;
+    each draw is held to its own. The window 2 rows lower fails it."""
+    height, width = shape
+    image = smooth(height, width)
+    slope = 100 * 2 * math.pi / 80 + 1
+    two_step = v2.Compose([v2.RandomResize(256, 481), v2.RandomCrop(224)])
+    ours = RandomShorterSideCrop(224, 256, 480)
+    for seed in range(40):
+        torch.manual_seed(seed)
+        ref = two_step(image)
+        torch.manual_seed(seed)
+        resized_h, resized_w, top, left = resize_then_crop(height, width)
+        torch.manual_seed(seed)
+        region = ours.make_params([image])
+        shifts = []
+        for start, resized, source, at, size in (
+            (top, resized_h, height, region["top"], region["height"]),
+            (left, resized_w, width, region["left"], region["width"]),
+        ):
+            first, last = start * source / resized, (start + 224) * source / resized
+            shifts.append(max(abs(at - first), abs(at + size - last)))
+        bound = slope * sum(shifts) + 1
+        out = ours.transform(image, region)
+        assert out.shape == ref.shape == (3, 224, 224)
+        assert (out.int() - ref.int()).abs().max() <= bound, (seed, shifts)
+        if region["top"] + region["height"] + 2 <= height:
+            off = ours.transform(image, {**region, "top": region["top"] + 2})
+            assert (off.int() - ref.int()).abs().max() > bound, seed
+
+
+def test_shorter_side_crop_refuses_a_crop_larger_than_the_smallest_side() -> None:
+    cfg = OmegaConf.create({"augmentation": OmegaConf.load(CONFIGS / "paper.yaml")})
+    cfg.augmentation.size = 300
+    with pytest.raises(ConfigError, match=r"size=300, min_side=256.*lower augmentation\.size"):
+        build(cfg.augmentation, "augmentation")
 
 
 def test_decodes_grey_cmyk_and_png_as_rgb_like_pil(tmp_path: Path) -> None:

@@ -22,11 +22,18 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import v2
 
-from reslab.data.transforms import Lighting, shift_colours
+from reslab.data.transforms import Lighting, RandomShorterSideCrop, shift_colours
 from reslab.errors import ConfigError, DataError
 
 # Transforms whose parameters depend on the image size alone: drawn in the workers.
-GEOMETRIC = (v2.RandomResizedCrop, v2.RandomResize, v2.Resize, v2.RandomCrop, v2.CenterCrop)
+GEOMETRIC = (
+    RandomShorterSideCrop,
+    v2.RandomResizedCrop,
+    v2.RandomResize,
+    v2.Resize,
+    v2.RandomCrop,
+    v2.CenterCrop,
+)
 FLIPS = (v2.RandomHorizontalFlip, v2.RandomVerticalFlip)
 
 
