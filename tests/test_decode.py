@@ -17,7 +17,6 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from reslab.builders import build
 from reslab.data import ImageFolderDataModule
 from reslab.data.decode import (
     Encoded,
@@ -29,6 +28,7 @@ from reslab.data.decode import (
 )
 from reslab.data.transforms import Lighting, RandomShorterSideCrop
 from reslab.errors import ConfigError, DataError
+from reslab.training.builders import build
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "augmentation"
 # The recipes' transforms at the fake images' scale (40-90 px): torchvision_v1 and paper.
