@@ -54,6 +54,7 @@ def test_eval_reproduces_the_test_metrics(trained: Path, cifar10_root: Path, tmp
     ckpt = trained / "checkpoints" / "last.ckpt"
     ok(run_script(["reslab-eval", f"ckpt_path={ckpt}"], cifar10_root, tmp_path))
     (out,) = (tmp_path / "eval" / "runs").iterdir()
+    assert out.name.endswith("_eval_resnet-8_seed0_last"), out.name  # what it scored
     metrics = json.loads((out / "metrics.json").read_text())
     summary = json.loads((trained / "summary.json").read_text())["metrics"]
     for key in ("test/acc", "test/acc5", "test/err"):

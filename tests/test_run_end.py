@@ -17,6 +17,7 @@ import torch
 from helpers.processes import BIN, dirs_env, holder
 from helpers.runs import QUIET, TINY
 
+from reslab.runs.layout import scored_name
 from reslab.training.callbacks import LossProgressBar, ProgressLines, progress_bar
 
 # The progress bar stays: its lines are under test here.
@@ -182,3 +183,18 @@ def test_a_terminal_shows_each_bar_once_and_the_outcome_after_them(
     end = rows.index(bars[1])
     assert "resnet-8_seed0 completed: 15 steps" in rows[end + 1], "\n".join(rows)
     assert not any("stopped" in r or "Trainer.fit" in r for r in rows), "\n".join(rows)
+
+
+@pytest.mark.parametrize(
+    ("ckpt_path", "weights", "name"),
+    [
+        ("logs/train/runs/2026-12-03_07-48-23_resnet-20_seed0/checkpoints/best.ckpt", None,
+         "eval_resnet-20_seed0_best"),
+        ("logs/train/multiruns/2026-12-03_07-48-23/3_plain-56_seed1/checkpoints/last.ckpt", None,
+         "eval_plain-56_seed1_last"),
+        ("elsewhere/model.ckpt", None, "eval_model"),
+        (None, "/hub/resnet50-0676ba61.pth", "eval_resnet50-0676ba61"),
+    ],
+)  # fmt: skip
+def test_an_eval_dir_names_what_it_scored(ckpt_path: str, weights: str, name: str) -> None:
+    assert scored_name(ckpt_path, weights) == name

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from reslab.data.imagefolder import count_classes
 from reslab.models.names import arch_name
-from reslab.runs.layout import layout
+from reslab.runs.layout import layout, scored_name
 from reslab.training.distributed import launch_time
 from reslab.training.precision import default_precision
 from reslab.training.scores import config_metric
@@ -43,6 +43,8 @@ def register_resolvers() -> None:
         "class_count": count_classes,
         # `${layout:checkpoints}`: the run dir's layout (reslab.runs.layout).
         "layout": layout,
+        # `${scored:${ckpt_path},${weights}}`: an eval dir's name, for what it scores.
+        "scored": scored_name,
         # `${metric:val_err}`: a logged metric's name (reslab.training.scores): what to monitor.
         "metric": config_metric,
         # `${short:${optimizer.lr}}`: a number in 3 significant digits, for run names.

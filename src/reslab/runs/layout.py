@@ -4,6 +4,7 @@ that write or read a run's files ask here; the configs reach the same names thro
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"  # best.ckpt and last.ckpt
@@ -51,3 +52,17 @@ def config_tree(run_dir: str | Path) -> Path:
 
 # What a training run leaves in its dir (Hydra's own `.hydra/` and log come before any run).
 RUN_FILES = (SUMMARY, CHECKPOINTS, f"{CSV}/metrics.csv")
+
+
+# The prefix Hydra's run and sweep dirs give a run's name (configs/hydra/default.yaml).
+DIR_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_|\d+_)")
+
+
+def scored_name(ckpt_path: str | None, weights: str | None) -> str:
+    """An eval dir's name for what it scores: `eval_<run name>_<checkpoint>` for a run's
+    checkpoint (`eval_resnet-20_seed0_best`), `eval_<file>` for other weights."""
+    path = Path(ckpt_path or weights or "")
+    if path.parent.name == CHECKPOINTS and path.parent.parent.name:
+        run = DIR_PREFIX.sub("", path.parent.parent.name, count=1)
+        return f"eval_{run}_{path.stem}"
+    return f"eval_{path.stem}" if path.stem else "eval"
