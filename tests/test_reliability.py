@@ -245,8 +245,19 @@ BAD = [
     # A key that does not exist, without + (Hydra's own advice is several lines and says +).
     ("trainer.max_stepz=5", "trainer.max_stepz: trainer has no key 'max_stepz'; did you mean"),
     ("model.dept=3", "model.dept: model has no key 'dept'; did you mean model.depth?"),
+    # An argument the node's target takes, not set by reslab's config: add it with +.
+    (
+        "trainer.val_check_interval=100",
+        "lightning.Trainer takes it, so add it: +trainer.val_check_interval=<value>",
+    ),
     ("dat.root=x", "dat.root: the config has no key 'dat'; did you mean data"),
-    ("~callbacks.nothing", "Could not delete from config. 'callbacks.nothing' does not exist."),
+    ("~callbacks.nothing", "callbacks.nothing: callbacks has no key 'nothing'; its keys: "),
+    (
+        "~callbacks.progres_bar",
+        "callbacks has no key 'progres_bar'; did you mean callbacks.progress_bar?",
+    ),
+    # Every option tied for nearest is named.
+    ("model=resnet2O", "did you mean model=resnet20 or model=resnet32? options: "),
     ("SLURM_MISSING", "hydra/launcher=slurm needs SLURM (no sbatch on PATH); launch from"),
     ("model.depth=21", "model.depth=21 is not a CIFAR ResNet depth"),
     ("model.shortcut=E", "model.shortcut='E' is not valid"),

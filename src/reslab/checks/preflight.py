@@ -7,7 +7,8 @@ value and the fix. The types, choices and unknown options of every node are
 
 from __future__ import annotations
 
-import difflib
+import contextlib
+import inspect
 import math
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from reslab.checks.schema import check_targets
+from reslab.checks.schema import check_targets, import_target, nearest
 from reslab.errors import ConfigError
 from reslab.runs import layout as run_layout
 from reslab.runs import record as run_record
@@ -115,8 +116,7 @@ def check_values(cfg: DictConfig, top_level: set[str] | None = None) -> None:
     unknown = sorted(set(cfg) - top_level)
     if unknown:
         key = unknown[0]
-        near = difflib.get_close_matches(key, top_level, n=1)
-        hint = f"did you mean {near[0]}? " if near else ""
+        hint = f"{near} " if (near := nearest(key, sorted(top_level))) else ""
         raise ConfigError(
             f"unknown config key {key!r} (added with +?); {hint}valid keys: {sorted(top_level)}"
         )
@@ -204,7 +204,7 @@ def check_command_line(config_name: str, argv: list[str]) -> list[str]:
     except MissingConfigException as e:
         raise ConfigError(_missing_option(str(e))) from None
     except ConfigCompositionException as e:
-        if bad := re.match(r"Could not override '([\w.]+)'", str(e)):
+        if bad := re.match(r"Could not (?:override|delete from config)\.? '([\w.]+)'", str(e)):
             raise ConfigError(_unknown_key(config_name, bad[1], overrides)) from None
         raise ConfigError(" ".join(str(e).split("\n\n")[0].split())) from None
     except Exception:  # anything else is Hydra's to report, as it would without this check
@@ -234,8 +234,7 @@ def _missing_option(message: str) -> str:
     group, option = found[1], found[2]
     folder = resources.files("reslab.configs").joinpath(group)
     names = sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
-    near = difflib.get_close_matches(option, names, n=1)
-    hint = f"did you mean {group}={near[0]}? " if near else ""
+    hint = f"{near} " if (near := nearest(option, names, f"{group}=")) else ""
     return f"{group}={option} is not an option of {group}; {hint}options: {', '.join(names)}"
 
 
@@ -254,10 +253,10 @@ def _unknown_key(config_name: str, key: str, overrides: list[str]) -> str:
         node = node[name]
     parent = ".".join(parts[:at])
     names = [str(k) for k in node] if isinstance(node, DictConfig) else []
-    near = difflib.get_close_matches(name, names, n=1)
-    fix = (
-        f"did you mean {parent + '.' if parent else ''}{near[0]}?"
-        if near
-        else (f"its keys: {', '.join(names)}")
-    )
+    fix = nearest(name, names, f"{parent}." if parent else "") or f"its keys: {', '.join(names)}"
+    if at == len(parts) - 1 and isinstance(node, DictConfig) and "_target_" in node:
+        target = node._target_
+        with contextlib.suppress(ConfigError, TypeError, ValueError):
+            if name in inspect.signature(import_target(parent, target)).parameters:
+                fix = f"{target} takes it, so add it: +{key}=<value>"
     return f"{key}: {parent or 'the config'} has no key {name!r}; {fix}"

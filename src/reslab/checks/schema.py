@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ForwardRef
 
 from hydra.utils import get_object
@@ -22,6 +22,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from reslab.errors import ConfigError, reslab_cause
 
 HYDRA_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+
+
+def nearest(word: str, names: Iterable[str], prefix: str = "") -> str:
+    """ "did you mean X?" for a misspelt `word`: every name tied for closest (difflib, case
+    ignored; `resnet2O` is as near `resnet20` as `resnet32`), or "" when none is near."""
+    scored = [(difflib.SequenceMatcher(None, word.lower(), n.lower()).ratio(), n) for n in names]
+    best = max((s for s, _ in scored), default=0.0)
+    near = [f"{prefix}{n}" for s, n in scored if s == best and s >= 0.6]
+    return f"did you mean {' or '.join(near)}?" if near else ""
 
 
 def targets(node: Any, key: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -122,8 +131,7 @@ def check_node(key: str, node: DictConfig) -> None:
         error = e.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "?"
         if error["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(name, names, n=1)
-            hint = f"did you mean {key}.{near[0]}?" if near else f"valid: {list(names)}"
+            hint = nearest(name, names, f"{key}.") or f"valid: {list(names)}"
             raise ConfigError(f"unknown option {key}.{name} for {target}; {hint}") from None
         raise ConfigError(
             f"{key}.{name}={values.get(name)!r} is not valid for {target}: "
