@@ -247,6 +247,9 @@ def test_every_variant_has_a_plain_twin(options: dict) -> None:
         (lambda: cifar_resnet(20, residual=False, drop_path=0.2), "needs model.residual=true"),
         (lambda: wide_cifar_resnet(27), "model.depth=27 is not a Wide ResNet depth; use 6n+4"),
         (lambda: imagenet_resnet(50, stem="tiny"), "model.stem='tiny' is not valid"),
+        (lambda: cifar_resnet(11, block="inverted", groups=2), "model.groups=2 and model.base"),
+        (lambda: imagenet_resnet(50, groups=0), "model.groups=0 and model.base_width=64 must be"),
+        (lambda: cifar_resnet(20, expand_ratio=4), "model.expand_ratio=4 needs block='inverted'"),
     ],
 )
 def test_bad_family_options_fail_with_one_line(build, needle: str) -> None:

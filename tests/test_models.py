@@ -1,12 +1,28 @@
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from reslab.errors import ConfigError
-from reslab.models import BasicBlock, Bottleneck, PadShortcut, ResNet, cifar_resnet, imagenet_resnet
+from reslab.models import (
+    BasicBlock,
+    Block,
+    Bottleneck,
+    PadShortcut,
+    ResNet,
+    cifar_resnet,
+    imagenet_resnet,
+    wide_cifar_resnet,
+)
+from reslab.models.resnet import BLOCK_TYPES, make_drop_path, make_shortcut
+from reslab.schema import check_node
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -183,3 +199,119 @@ def test_macs_match_table1_and_add_up() -> None:
     assert sum(v for k, v in macs.items() if k != "total") == macs["total"]
     assert set(macs) == {"conv1", "layer1", "layer2", "layer3", "layer4", "fc", "total"}
     assert round(count_macs(imagenet_resnet(18), (3, 224, 224))["total"] / 1e9, 1) == 1.8
+
+
+def test_each_block_class_declares_its_kind_convs_and_expansion() -> None:
+    """A config names a block by its class's `kind`; the class itself builds the same net."""
+    declared = [(b.__name__, b.kind, b.convs, b.expansion) for b in BLOCK_TYPES]
+    assert declared == [
+        ("BasicBlock", "basic", 2, 1),
+        ("Bottleneck", "bottleneck", 3, 4),
+        ("InvertedResidual", "inverted", 3, 1),
+    ]
+    for cls in BLOCK_TYPES:
+        nets = []
+        for block in (cls.kind, cls):
+            torch.manual_seed(0)
+            nets.append(cifar_resnet(3 * cls.convs + 2, block=block, shortcut="B"))
+        by_kind, by_class = nets
+        assert [len(s) for s in by_class.stages()] == [1, 1, 1]
+        assert all(isinstance(b, cls) for s in by_class.stages() for b in s)
+        assert by_class.fc.in_features == 64 * cls.expansion
+        for (k, a), (_, b) in zip(
+            by_kind.state_dict().items(), by_class.state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), k
+        with pytest.raises(
+            ConfigError, match=rf"use {3 * cls.convs}n\+2 with n >= 1 for {cls.kind}"
+        ):
+            cifar_resnet(3 * cls.convs + 3, block=cls)
+
+
+class SingleConv(Block):
+    """A block written outside the model file: one 3x3 conv and its norm on the branch."""
+
+    kind = "single"
+    convs = 1
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        residual: bool = True,
+        drop_path: float = 0.0,
+        norm_layer=nn.BatchNorm2d,
+        **family: object,  # the family options (preact, groups, ...) this block has no use for
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = norm_layer(planes)
+        self.se, self.drop_path = None, make_drop_path(drop_path)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm_layer)
+
+    def last_layer(self) -> nn.Module:
+        return self.bn1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.add_shortcut(self.bn1(self.conv1(x)), x))
+
+
+def test_resnet_reads_only_what_a_block_class_declares() -> None:
+    """The depth rule, the stage widths and zero-init come from the class: 3 * convs * n + 2."""
+    net = cifar_resnet(11, block=SingleConv, shortcut="B", zero_init_residual=True)
+    assert [len(s) for s in net.stages()] == [3, 3, 3]
+    assert all(b.bn1.weight.abs().sum() == 0 for s in net.stages() for b in s)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match=r"use 3n\+2 with n >= 1 for single blocks \(5, 8, 11"):
+        cifar_resnet(12, block=SingleConv)
+
+
+GROUP_NORM = functools.partial(nn.GroupNorm, 4)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda norm: cifar_resnet(8, shortcut="B", norm_layer=norm),
+        lambda norm: cifar_resnet(8, preact=True, shortcut="C", norm_layer=norm),
+        lambda norm: cifar_resnet(11, block="inverted", shortcut="B", norm_layer=norm),
+        lambda norm: wide_cifar_resnet(10, 1, norm_layer=norm),
+        lambda norm: imagenet_resnet(
+            18, stem="deep", shortcut="D", attention="se", norm_layer=norm
+        ),
+    ],
+    ids=["basic", "preact", "inverted", "wrn", "resnet18d-se"],
+)
+def test_norm_layer_replaces_every_batchnorm_and_keeps_the_names(build) -> None:
+    default, grouped = build(nn.BatchNorm2d), build(GROUP_NORM)
+    batchnorms = [n for n, m in default.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    groupnorms = [n for n, m in grouped.named_modules() if isinstance(m, nn.GroupNorm)]
+    assert batchnorms and groupnorms == batchnorms
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in grouped.modules())
+    assert [n for n, _ in grouped.named_parameters()] == [n for n, _ in default.named_parameters()]
+    assert all(m.weight.eq(1).all() and m.bias.eq(0).all() for m in grouped.modules()
+               if isinstance(m, nn.GroupNorm))  # fmt: skip
+    size = 64 if isinstance(grouped.maxpool, nn.MaxPool2d) else 32
+    out = grouped.eval()(torch.randn(2, 3, size, size))
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+
+
+def test_norm_layer_from_a_config_node_passes_the_schema_and_builds() -> None:
+    node = OmegaConf.create(
+        {
+            "_target_": "reslab.models.cifar_resnet",
+            "depth": 8,
+            "norm_layer": {"_target_": "torch.nn.GroupNorm", "_partial_": True, "_args_": [2]},
+        }
+    )
+    check_node("model", node)
+    net = instantiate(node)
+    assert isinstance(net.bn1, nn.GroupNorm) and net.layer1[0].bn2.num_groups == 2
+    with pytest.raises(
+        ConfigError, match=r"model\.norm_layer=3 is not valid for reslab\.models\.cifar_resnet"
+    ):
+        check_node("model", OmegaConf.merge(node, {"norm_layer": 3}))

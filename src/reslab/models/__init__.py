@@ -2,7 +2,7 @@
 
 from reslab.models.resnet import (
     BasicBlock,
-    BlockOptions,
+    Block,
     Bottleneck,
     InvertedResidual,
     PadShortcut,
@@ -14,7 +14,7 @@ from reslab.models.resnet import (
 
 __all__ = [
     "BasicBlock",
-    "BlockOptions",
+    "Block",
     "Bottleneck",
     "InvertedResidual",
     "PadShortcut",
