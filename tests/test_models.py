@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from reslab.checks.schema import check_node
 from reslab.errors import ConfigError
 from reslab.models import (
     BasicBlock,
@@ -22,7 +23,6 @@ from reslab.models import (
     wide_cifar_resnet,
 )
 from reslab.models.resnet import BLOCK_TYPES, make_drop_path, make_shortcut
-from reslab.schema import check_node
 
 
 def n_params(m: torch.nn.Module) -> int:
