@@ -14,6 +14,7 @@ validation; solid) against iterations.
 from __future__ import annotations
 
 import argparse
+import json
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,9 +104,16 @@ def labels(run_dirs: Sequence[Path]) -> list[str]:
         values = [{k: c.get(k, missing)[0] for k in keys} for c in configs]
     differ = [k for k in keys if len({repr(v[k]) for v in values}) > 1]
     return [
-        " ".join(f"{k}={v[k]}" for k in differ) or d.name
+        " ".join(f"{k}={as_typed(v[k])}" for k in differ) or d.name
         for v, d in zip(values, run_dirs, strict=True)
     ]
+
+
+def as_typed(value: Any) -> str:
+    """A value as it is written on a command line: `true`, `null`, not Python's `True`."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return str(value)
 
 
 def _pct(value: float | None) -> str:

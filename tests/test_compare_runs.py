@@ -52,3 +52,19 @@ def test_labels_table_and_curves_of_two_seeds(
     assert (
         f"not a reslab-train run dir (no .hydra/config.yaml): {tmp_path}" in capsys.readouterr().err
     )
+
+
+def test_labels_write_values_as_the_command_line_does(tmp_path: Path) -> None:
+    """`model.residual=false`, as it was typed, not Python's `False`."""
+    runs = []
+    for residual in (True, False):
+        run_dir = tmp_path / f"residual-{residual}"
+        (run_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(
+            {"model": {"residual": residual, "depth": 8}}, run_dir / ".hydra" / "config.yaml"
+        )
+        OmegaConf.save([f"model.residual={str(residual).lower()}", "model.depth=8"],
+                       run_dir / ".hydra" / "overrides.yaml")  # fmt: skip
+        runs.append(run_dir)
+    labels = runpy.run_path(str(SCRIPT))["labels"]
+    assert labels(runs) == ["model.residual=true", "model.residual=false"]

@@ -5,6 +5,7 @@ dirs (the console script once, its entry point in this process for the other che
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -18,7 +19,14 @@ import pytest
 import torch
 from helpers.processes import ok, run_main, run_script
 
-from reslab.commands.report import load_runs, main, plot_curves, plot_gradients, table_rows
+from reslab.commands.report import (
+    load_runs,
+    main,
+    plot_curves,
+    plot_gradients,
+    smooth,
+    table_rows,
+)
 from reslab.models import cifar_resnet
 from reslab.models.flops import count_macs
 from reslab.training.callbacks import ErrorWarmup
@@ -229,3 +237,19 @@ def test_a_run_that_validated_once_draws_its_test_point(tmp_path: Path) -> None:
     run = Run(tmp_path, {"model": {"depth": 8, "residual": True}}, None, curves)
     (test,) = [ln for ln in plot_curves([run]).axes[1].lines if ln.get_label() == "ResNet-8 test"]
     assert list(test.get_ydata()) == [75.0] and test.get_marker() == "o"
+
+
+def test_training_curves_are_smoothed_only_where_they_have_points_to_spare() -> None:
+    """A short run's two logging steps stay two levels (a window over both flattened them);
+    a long run's noisy curve is averaged over a few neighbours and keeps its trend."""
+    short = [(49, 76.8), (99, 69.8)]
+    assert smooth(short) == short
+    long = [(50 * i, 90.0 - i / 10 + (-1) ** i) for i in range(1, 401)]
+    smoothed = smooth(long)
+    assert [x for x, _ in smoothed] == [x for x, _ in long]
+
+    def wiggle(points: list[tuple[int, float]]) -> float:
+        return max(abs(b[1] - a[1]) for a, b in itertools.pairwise(points))
+
+    assert wiggle(smoothed) < wiggle(long) / 2
+    assert smoothed[-1][1] < smoothed[0][1] - 30

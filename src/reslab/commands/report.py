@@ -220,8 +220,12 @@ def mean_curve(runs: Sequence[Run], key: str) -> list[tuple[int, float]]:
 
 def smooth(points: Sequence[tuple[int, float]], fraction: float = 0.03) -> list[tuple[int, float]]:
     """A centred moving average over `fraction` of the points (at least 1 each side): the
-    step-level training error is the mean of one logging period, still noisy at a small batch."""
+    step-level training error is the mean of one logging period, still noisy at a small batch.
+    A short run's few points are left as they are: a window wider than a tenth of them would
+    flatten the curve (two points became one level)."""
     half = max(1, int(len(points) * fraction / 2))
+    if 2 * half + 1 > len(points) / 10:
+        return list(points)
     ys = [y for _, y in points]
     return [
         (x, statistics.fmean(ys[max(0, i - half) : i + half + 1]))
