@@ -23,6 +23,7 @@ from reslab.checks.schema import check_targets, import_target, moved_targets, tr
 from reslab.commands.task import command
 from reslab.errors import ConfigError, one_line
 from reslab.runs import checkpoints
+from reslab.runs.dirs import shown
 from reslab.training.builders import CHOICES, build_datamodule, build_net, build_trainer
 from reslab.training.classifier import ImageClassifier
 from reslab.training.scores import ACC5, LOSS, TEST_ERR, metric_key
@@ -209,7 +210,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     log.info(
         "%s=%s: test err %.2f%%, top-5 err %.2f%%, loss %.4f\n  metrics   %s",
         source, cfg[source], metrics[TEST_ERR], 100 * (1 - metrics[TEST_ACC5]),
-        metrics[TEST_LOSS], out,
+        metrics[TEST_LOSS], shown(out.absolute()),
     )  # fmt: skip
     return metrics
 

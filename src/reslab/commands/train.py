@@ -20,7 +20,7 @@ from reslab.commands.task import command
 from reslab.runs import checkpoints
 from reslab.runs import layout as run_layout
 from reslab.runs import record as run_record
-from reslab.runs.dirs import expand_resume
+from reslab.runs.dirs import expand_resume, shown
 from reslab.training import stopping
 from reslab.training.builders import build_datamodule, build_module, build_trainer
 from reslab.training.callbacks import duration
@@ -147,11 +147,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info("%s", outcome(record, Path(cfg.paths.output_dir)))
     return record
-
-
-def shown(path: Path) -> Path:
-    """`path` as the user would type it: relative to the working directory when under it."""
-    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def outcome(record: dict[str, Any], run_dir: Path) -> str:

@@ -104,6 +104,11 @@ def _check_log_dir(config: DictConfig) -> None:
         ) from None
 
 
+def shown(path: Path) -> Path:
+    """`path` as the user would type it: relative to the working directory when under it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 class RunDirs(Callback):
     """`hydra.callbacks.run_dirs` in `train.yaml`."""
 
@@ -123,8 +128,8 @@ class RunDirs(Callback):
         failed, sweep_dir = [], Path(str(config.hydra.sweep.dir)).absolute()
         jobs = run_record.read_sweep(str(sweep_dir))
         print(
-            f"reslab: sweep of {len(jobs)} job(s) ended in {sweep_dir}\n"
-            f"  report    reslab-report {sweep_dir}"
+            f"reslab: sweep of {len(jobs)} job(s) ended in {shown(sweep_dir)}\n"
+            f"  report    reslab-report {shown(sweep_dir)}"
         )
         for run_dir, record, unreadable in jobs:
             if unreadable:
