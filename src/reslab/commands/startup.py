@@ -25,9 +25,6 @@ from reslab.training.scores import config_metric
 # pyproject.toml), so editable and plain installs find them the same way.
 CONFIG_PATH = "pkg://reslab.configs"
 
-log = logging.getLogger("reslab")
-
-
 def register_resolvers() -> None:
     """The config's own interpolation functions; Hydra needs them before it resolves a run dir."""
     resolvers: dict[str, Callable[..., Any]] = {
@@ -62,10 +59,10 @@ def register_resolvers() -> None:
 def quiet_lightning() -> None:
     """Drop messages Lightning 2.6 prints on every run that no user can act on: an advert for its
     cloud logger, a deprecation inside its own pytree helper, its note that our model-summary
-    callback replaces its default one, its note why a fit stopped (the run's outcome says
-    it), its note that the summary's size estimate assumes fp32
-    under mixed precision, and, where `srun` is installed, advice to run under `srun` (reslab
-    reaches SLURM through `hydra/launcher=slurm`, docs/scale_out.md)."""
+    callback replaces its default one, its note why a fit stopped (the run's outcome says it;
+    printed into a live bar, it made the bar print twice), its note that the summary's size
+    estimate assumes fp32 under mixed precision, and, where `srun` is installed, advice to run
+    under `srun` (reslab reaches SLURM through `hydra/launcher=slurm`, docs/scale_out.md)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: (
             not str(record.msg).startswith("💡 Tip:")
