@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,18 +16,37 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers.processes import error_line
-from helpers.runs import FIT_ONLY, QUIET
+from helpers.runs import FIT_ONLY, QUIET, compose_run
 
 from reslab.models import cifar_resnet
 from reslab.runs.atomic import WriteError
 from reslab.runs.checkpoints import AtomicCheckpointIO, load
+from reslab.runs.record import write_failed, write_interrupted
 from reslab.training.callbacks import FiniteLoss, LastCheckpoint, NonFiniteLoss
+from reslab.training.stopping import Stopped
 
 
 def fill(disk: Path, leave: int) -> None:
     """Fill `disk` up to `leave` free bytes."""
     free = shutil.disk_usage(disk).free
     (disk / f"filler-{uuid.uuid4().hex}").write_bytes(b"\0" * max(0, free - leave))
+
+
+def test_a_disk_too_full_for_a_failed_or_stopped_runs_record_is_one_logged_line(
+    small_disk: Path, cifar10_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The record of a failed or interrupted run is written while that error or stop is on
+    its way out; a full disk then costs the record, not a second error in place of the first."""
+    run_dir = small_disk / "run"
+    cfg = compose_run(run_dir, cifar10_root, QUIET)  # sets Hydra's runtime dir, as a job does
+    fill(small_disk, leave=0)
+    write_failed(ValueError("the job's own error"), "resnet-8_seed0")
+    write_interrupted(cfg, Stopped(signal.SIGTERM, "training"))
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(lines) == 2 and not (run_dir / "summary.json").exists()
+    for line, status in zip(lines, ("failed", "interrupted"), strict=True):
+        assert f"cannot write {run_dir / 'summary.json'}: No space left on device" in line
+        assert f"nothing was written; the run {status} (this log says why)" in line
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(small_disk: Path) -> None:

@@ -6,6 +6,7 @@ whether it completed, failed or was interrupted. This module alone writes and re
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from omegaconf import DictConfig
 from reslab.errors import DataError, one_line
 from reslab.models.flops import count_macs
 from reslab.runs import layout as run_layout
-from reslab.runs.atomic import write_atomic
+from reslab.runs.atomic import WriteError, write_atomic
 from reslab.training.callbacks import ErrorTracker, WallTime
 from reslab.training.scores import TEST_ERR, TRAIN_ERR, VAL_ERR
 from reslab.training.stopping import Stopped
+
+log = logging.getLogger("reslab")
 
 FILE = run_layout.SUMMARY
 
@@ -204,7 +207,7 @@ def write_failed(error: BaseException, run_name: str | None) -> None:
         return
     record = {"run_name": run_name, "status": "failed", "error": f"{type(error).__name__}: "}
     record["error"] += one_line(error)
-    _write(run_dir, record)
+    _write_outcome(run_dir, record)
 
 
 def write_interrupted(cfg: DictConfig, stop: Stopped) -> None:
@@ -230,7 +233,7 @@ def write_interrupted(cfg: DictConfig, stop: Stopped) -> None:
         "steps": steps,
         "last_checkpoint": str(last) if last.is_file() else None,
     }
-    _write(run_dir, record)
+    _write_outcome(run_dir, record)
 
 
 def not_completed(record: dict[str, Any]) -> str:
@@ -241,6 +244,16 @@ def not_completed(record: dict[str, Any]) -> str:
             f"{record.get('steps')}; resume=true continues it"
         )
     return str(record.get("error", record.get("status")))
+
+
+def _write_outcome(run_dir: Path, record: dict[str, Any]) -> None:
+    """The record of a run that failed or was stopped, written while that failure or stop is
+    on its way out: a disk too full for it is one logged line, not a second error in place
+    of the first (a sweep then reports the job as one without a record)."""
+    try:
+        _write(run_dir, record)
+    except WriteError as e:
+        log.error("%s; the run %s (this log says why)", e, record["status"])
 
 
 def _write(run_dir: Path, record: dict[str, Any]) -> None:
