@@ -110,7 +110,12 @@ def test_reslab_runs_lists_completed_failed_running_and_stopped_runs(
 
     logs = tmp_path / "logs"
     args = ["-m", *RUN, "trainer.max_steps=2", "test=false", "model.depth=8,9"]
-    assert train_in_process(args, cifar10_root, logs).code == 1  # depth 9 fails, reported
+    sweep = train_in_process(args, cifar10_root, logs)
+    assert sweep.code == 1  # depth 9 fails, reported
+    # A job's overrides as the command line wrote them, not as Hydra hands them back (False).
+    (line,) = [ln for ln in sweep.out.splitlines() if ln.startswith("  overrides: ")]  # depth 8
+    assert line.startswith("  overrides: data.verify_md5=false data.batch_size=50 "), line
+    assert " trainer.deterministic=true " in line and line.endswith(" test=false"), line
     stopped = logs / "train" / "runs" / "stopped"
     (stopped / ".hydra").mkdir(parents=True)
     (stopped / ".hydra" / "config.yaml").write_text("{}\n")

@@ -25,6 +25,7 @@ from reslab.training.scores import config_metric
 # pyproject.toml), so editable and plain installs find them the same way.
 CONFIG_PATH = "pkg://reslab.configs"
 
+
 def register_resolvers() -> None:
     """The config's own interpolation functions; Hydra needs them before it resolves a run dir."""
     resolvers: dict[str, Callable[..., Any]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from reslab.training.callbacks import duration
 from reslab.training.loggers import ResumableCSVLogger
 
 log = logging.getLogger("reslab")
+YAML = {"True": "true", "False": "false", "None": "null"}
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -66,7 +68,10 @@ def print_config(cfg: DictConfig, run_dir: Path) -> None:
     choices = {k: v for k, v in reversed(chosen) if not k.startswith("hydra") and v is not None}
     lines = ["config: " + " ".join(f"{k}={v}" for k, v in choices.items())]
     if runtime and runtime.overrides.task:
-        lines.append("  overrides: " + " ".join(runtime.overrides.task))
+        # A sweep's jobs get their values back from Hydra as Python writes them (`False`).
+        typed = (re.sub(r"=(True|False|None)$", lambda m: "=" + YAML[m[1]], o)
+                 for o in runtime.overrides.task)  # fmt: skip
+        lines.append("  overrides: " + " ".join(typed))
     lines.append(f"  full config: {shown(saved)}")
     log.info("%s", "\n".join(lines))
 
