@@ -91,6 +91,11 @@ def test_ranks_started_seconds_apart_share_one_run_dir(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert out.count(" completed: ") == 1
+    # Each rank logs to its own file; rank 0's is the run's train.log.
+    logs = {p.name: p.read_text() for p in run_dir.glob("*.log") if p.name != "config_tree.log"}
+    assert sorted(logs) == ["train.log", "train_rank_1.log"], sorted(logs)
+    assert logs["train.log"].count(" completed: ") == 1
+    assert logs["train_rank_1.log"] and " completed: " not in logs["train_rank_1.log"]
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from reslab.commands.startup import CONFIG_PATH, dotenv_file, start
 from reslab.errors import ReslabError, one_line, print_error
 from reslab.runs.lock import release
 from reslab.training import stopping
+from reslab.training.distributed import torchrun_rank_overrides
 
 log = logging.getLogger("reslab")
 T = TypeVar("T")
@@ -118,6 +119,7 @@ def command(
                 if argv is not None:
                     sys.argv = one_line_errors(argv)(sys.argv)
                 sys.argv = one_line_errors(check_command_line)(config_name, sys.argv)
+                sys.argv += torchrun_rank_overrides(config_name)
                 task()
             except SystemExit as e:
                 refused = e.code == 2  # a ReslabError: a refused command leaves no new dir

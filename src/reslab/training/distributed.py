@@ -40,6 +40,17 @@ def launch_time(fmt: str) -> str:
     return store.compare_set(f"reslab/launch_time/{fmt}", "", now).decode()
 
 
+def torchrun_rank_overrides(job_name: str) -> list[str]:
+    """Under torchrun every rank runs the command itself, into the one run dir: ranks other
+    than 0 log to a file of their own and leave `.hydra/` to rank 0, as Lightning's own ranks
+    do (`hydra.job.name=<job>_ddp_process_<rank>`, `hydra.output_subdir=null`); else all
+    ranks appended to one train.log and wrote `.hydra/` at once."""
+    rank = os.environ.get("RANK", "0")
+    if os.environ.get("TORCHELASTIC_RUN_ID") is None or rank == "0":
+        return []
+    return [f"hydra.job.name={job_name}_rank_{rank}", "hydra.output_subdir=null"]
+
+
 def per_device_batch(global_batch: int, world_size: int, accumulate: int = 1) -> int:
     """`data.batch_size` is the global batch of one optimizer step (the paper's 128 was 2 GPUs
     x 64): each of the `world_size` processes loads its share in `accumulate` micro-batches
