@@ -43,7 +43,7 @@ def launch_time(fmt: str) -> str:
 def torchrun_rank_overrides(job_name: str) -> list[str]:
     """Under torchrun every rank runs the command itself, into the one run dir: ranks other
     than 0 log to a file of their own and leave `.hydra/` to rank 0, as Lightning's own ranks
-    do (`hydra.job.name=<job>_ddp_process_<rank>`, `hydra.output_subdir=null`); else all
+    do (`hydra.job.name=train_ddp_process_<local rank>`, `hydra.output_subdir=null`); else all
     ranks appended to one train.log and wrote `.hydra/` at once."""
     rank = os.environ.get("RANK", "0")
     if os.environ.get("TORCHELASTIC_RUN_ID") is None or rank == "0":
