@@ -203,3 +203,18 @@ def test_a_terminal_shows_each_bar_once_and_the_outcome_after_them(
 )  # fmt: skip
 def test_an_eval_dir_names_what_it_scored(ckpt_path: str, weights: str, name: str) -> None:
     assert scored_name(ckpt_path, weights) == name
+
+
+@pytest.mark.slow
+def test_jobs_of_a_sweep_that_run_at_once_print_named_lines_not_bars(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    """Two jobs at once in one terminal (`hydra/launcher=local`): live bars would overwrite
+    each other, so each job prints progress lines that carry its run's name."""
+    sweep = ["hydra/launcher=local", "model.depth=8,14", f"hydra.sweep.dir={tmp_path}/s"]
+    rows = screen(
+        ["-m", *TINY, "trainer.max_steps=12", "test=false", *sweep], cifar10_root, tmp_path
+    )
+    assert not any(r.startswith(("Epoch", "Validation")) for r in rows), "\n".join(rows)
+    for name in ("resnet-8_seed0", "resnet-14_seed0"):
+        assert any(f"][{name}][INFO] - step 12 (epoch 1): val err" in r for r in rows), name

@@ -20,6 +20,7 @@ from reslab.runs import lock as run_lock
 from reslab.runs import record as run_record
 from reslab.runs.layout import OVERRIDES, RUN_FILES
 from reslab.training import stopping
+from reslab.training.distributed import PARALLEL_LAUNCHERS
 
 # Set by launchers in the extra processes of one run (DDP ranks, srun tasks): only the first
 # process of a run checks its dir.
@@ -27,10 +28,6 @@ RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 # Hydra's default launcher runs the jobs one after another in the launching process; these run
 # them in joblib (loky) worker processes on this machine.
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-JOBLIB_LAUNCHERS = (
-    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
-    "hydra_plugins.reslab_local_gpus.local_gpus_launcher.LocalGpusLauncher",
-)
 
 
 # What a resumed run may change: its length (train longer).
@@ -121,7 +118,7 @@ class RunDirs(Callback):
         launcher = OmegaConf.select(config, "hydra.launcher._target_")
         if launcher == BASIC_LAUNCHER:
             stopping.in_sweep()
-        elif launcher in JOBLIB_LAUNCHERS:
+        elif launcher in PARALLEL_LAUNCHERS:
             stopping.relay_to_workers()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -24,6 +24,7 @@ from torch import Tensor
 from reslab.errors import ConfigError, ReslabError
 from reslab.runs import layout as run_layout
 from reslab.training import stopping
+from reslab.training.distributed import shares_a_terminal
 from reslab.training.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, TRAIN_LOSS, VAL_ERR
 
 log = logging.getLogger("reslab")
@@ -334,8 +335,12 @@ def duration(seconds: float) -> str:
 
 
 def progress_bar(every_s: float = 30.0) -> ProgressBar:
-    """The live bar in a terminal; progress lines every `every_s` seconds elsewhere."""
-    return LossProgressBar() if sys.stdout.isatty() else ProgressLines(every_s)
+    """The live bar in a terminal; progress lines every `every_s` seconds elsewhere, and in
+    the jobs of a sweep that run at once, whose live bars would overwrite each other (each
+    line carries its run's name)."""
+    if sys.stdout.isatty() and not shares_a_terminal():
+        return LossProgressBar()
+    return ProgressLines(every_s)
 
 
 class ErrorWarmup(Callback):

@@ -18,6 +18,11 @@ from reslab.errors import ConfigError
 # Variables Lightning's subprocess launcher sets in the launching process for its children.
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 _env_before_launch: dict[str, str | None] | None = None
+# Hydra launchers that run a sweep's jobs at once, in worker processes of the launching one.
+PARALLEL_LAUNCHERS = (
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.reslab_local_gpus.local_gpus_launcher.LocalGpusLauncher",
+)
 
 
 def launch_time(fmt: str) -> str:
@@ -38,6 +43,16 @@ def launch_time(fmt: str) -> str:
     )
     # compare_set with "" sets the key only where it is missing and returns what it holds.
     return store.compare_set(f"reslab/launch_time/{fmt}", "", now).decode()
+
+
+def shares_a_terminal() -> bool:
+    """Whether this is a job of a sweep whose jobs run at once (`hydra/launcher=local`,
+    `local_gpus`): its output shares the terminal with theirs."""
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    launcher = hydra.launcher.get("_target_") if hydra.launcher else None
+    return hydra.mode == RunMode.MULTIRUN and launcher in PARALLEL_LAUNCHERS
 
 
 def torchrun_rank_overrides(job_name: str) -> list[str]:
