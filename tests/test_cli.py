@@ -111,7 +111,7 @@ def test_resume_continues_in_the_same_run_dir(
     assert len(list(trained.parent.iterdir())) == 1  # no new run dir
     rows = list(csv.DictReader((trained / "csv" / "metrics.csv").read_text().splitlines()))
     steps = {int(r["step"]) for r in rows if r.get("train/loss_step")}
-    assert min(steps) < 10 and max(steps) >= 25  # the first session's rows are still there
+    assert min(steps) < 10 and max(steps) >= 25  # the first segment's rows are still there
 
 
 @pytest.mark.slow

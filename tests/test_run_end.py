@@ -1,6 +1,6 @@
 """What a run says when it ends and how it is continued: a few lines with its result, its dir
 and the next commands; `resume=<run dir>` continues it with its own overrides, refusing a
-changed value; a resumed run's record keeps the wall time of every session; progress lines
+changed value; a resumed run's record keeps the wall time of every segment; progress lines
 where stdout is no terminal, and live bars drawn once where it is one."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def first(cifar10_root: Path, tmp_path: Path, train_in_process) -> Path:
     return run_dir
 
 
-def test_resume_run_dir_continues_with_the_runs_overrides_and_keeps_every_session(
+def test_resume_run_dir_continues_with_the_runs_overrides_and_keeps_every_segment(
     first: Path, cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:
     before = json.loads((first / "summary.json").read_text())
@@ -53,7 +53,7 @@ def test_resume_run_dir_continues_with_the_runs_overrides_and_keeps_every_sessio
     assert len(segments) == 2 and segments[0] <= before["wall_time_s"]
     assert after["wall_time_s"] == pytest.approx(sum(segments), abs=0.02)
     assert len(list(first.parent.iterdir())) == 1  # no new run dir
-    # Every step logged once, at its own step (0-based), the resumed session's last included.
+    # Every step logged once, at its own step (0-based), the resumed segment's last included.
     rows = csv.DictReader((first / "csv" / "metrics.csv").read_text().splitlines())
     assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == list(range(12))
 

@@ -26,7 +26,7 @@ def run_dirs(log_dir: Path) -> list[Path]:
 
 def describe(run_dir: Path) -> list[str]:
     """time, run name, status, steps, test error (%), dir."""
-    when = (run_dir / run_layout.CONFIG).stat().st_mtime  # the latest session's start
+    when = (run_dir / run_layout.CONFIG).stat().st_mtime  # the latest start or resume
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
     try:
         record = run_record.read(run_dir) or {}

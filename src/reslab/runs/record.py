@@ -132,7 +132,7 @@ def write_completed(
 ) -> dict[str, Any]:
     """Depth, residual, params, MACs, best/final train and val error, the test error and which
     weights it is of (`tested`: `tested_weights`' answer, None when no test ran), iterations,
-    precision, wall time (`wall_time_s`: this session's plus a resumed run's earlier sessions,
+    precision, wall time (`wall_time_s`: this segment's plus a resumed run's earlier segments,
     `wall_time_segments_s`); written by rank 0. With validation on the test set the best val
     error is left out: a minimum over test evaluations is no result."""
     net = module.net

@@ -429,10 +429,10 @@ class ErrorTracker(Callback):
 
 
 class WallTime(Callback):
-    """The training time of the earlier sessions of a resumed run, each up to its last
-    checkpoint (a session's time after that was lost with its work), so the record keeps the
-    total and its segments. Saved in every checkpoint; restored only when a fit continues
-    (`trainer.test` of `best.ckpt` restores callback states too)."""
+    """The training time of the earlier segments of a resumed run (each start or resume),
+    each up to its last checkpoint (a segment's time after that was lost with its work), so
+    the record keeps the total and its segments. Saved in every checkpoint; restored only when
+    a fit continues (`trainer.test` of `best.ckpt` restores callback states too)."""
 
     def __init__(self) -> None:
         self.previous: list[float] = []
