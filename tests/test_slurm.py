@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import slurm
 from helpers.processes import BIN
 from helpers.runs import SHORT_EVAL, TINY
-from helpers.slurm import cluster_up
+from helpers.slurm import SLURM_CPU, cluster_up
 
 pytestmark = [
     pytest.mark.slurm,
@@ -22,25 +23,12 @@ pytestmark = [
     pytest.mark.skipif(not cluster_up(), reason="no SLURM cluster: bash scripts/slurm_local.sh"),
 ]
 
-ON_SLURM = [
-    "hydra/launcher=slurm_cpu",
-    "hydra.launcher.timeout_min=10",
-    "hydra.launcher.signal_delay_s=30",
-    *TINY,
-    *SHORT_EVAL,
-]
+ON_SLURM = [*SLURM_CPU, *TINY, *SHORT_EVAL]
 
 
 def sweep(args: list[str], data_dir: Path, log_dir: Path) -> subprocess.Popen:
     """`reslab-train -m` through `hydra/launcher=slurm_cpu`, in the background."""
-    env = {**os.environ, "DATA_DIR": str(data_dir), "RESLAB_LOG_DIR": str(log_dir)}
-    return subprocess.Popen(
-        [str(BIN / "reslab-train"), "-m", *ON_SLURM, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return slurm.sweep([*ON_SLURM, *args], data_dir, log_dir)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 400) -> str:

@@ -5,7 +5,6 @@ it), one rank on each node over gloo. Skipped where no cluster of two nodes answ
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import time
@@ -13,18 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import slurm
 from helpers.fake_cifar import write_cifar10
 from helpers.one_process_eval import assert_reduced_over_ranks
-from helpers.processes import BIN, output
+from helpers.processes import output
 from helpers.runs import TINY
-from helpers.slurm import cluster_up
+from helpers.slurm import SLURM_CPU, cluster_up
 
 from reslab.runs import layout as run_layout
 
 TWO_NODES = [
-    "hydra/launcher=slurm_cpu",
-    "hydra.launcher.timeout_min=10",
-    "hydra.launcher.signal_delay_s=30",
+    *SLURM_CPU,
     "trainer=ddp_multinode",
     "trainer.accelerator=cpu",
     "trainer.devices=1",
@@ -59,14 +57,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def sweep(args: list[str], data_dir: Path, log_dir: Path) -> subprocess.Popen:
     """`reslab-train -m` of two-node jobs, in the background."""
-    env = {**os.environ, "DATA_DIR": str(data_dir), "RESLAB_LOG_DIR": str(log_dir)}
-    return subprocess.Popen(
-        [str(BIN / "reslab-train"), "-m", *TWO_NODES, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return slurm.sweep([*TWO_NODES, *args], data_dir, log_dir)
 
 
 def nodes_of(job_id: str) -> int:
