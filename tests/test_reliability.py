@@ -58,14 +58,22 @@ def step(ckpt: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline", ["device", "workers"])
+@pytest.mark.parametrize(
+    "loading",
+    [
+        ["data.pipeline=device"],
+        ["data.pipeline=workers"],
+        ["data.pipeline=workers", "data.num_workers=2"],
+    ],
+    ids=["device", "workers", "2-worker-processes"],
+)
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
-    cifar10_root: Path, tmp_path: Path, pipeline: str
+    cifar10_root: Path, tmp_path: Path, loading: list[str]
 ) -> None:
     args = [
         *QUIET,
         "test=false",
-        f"data.pipeline={pipeline}",
+        *loading,
         "trainer.max_steps=25",
         "callbacks.last_checkpoint.every_n_train_steps=7",
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from helpers.processes import BIN, Outcome, error_line, holder
 from helpers.runs import QUIET
 
+from reslab.runs import lock
 from reslab.runs.layout import LOCK
 
 RUN = [*QUIET, "trainer.max_steps=4", "test=false"]
@@ -36,6 +38,31 @@ def test_a_held_run_dir_is_refused_and_a_killed_holder_frees_it(
     run = train_in_process([*RUN, f"hydra.run.dir={run_dir}"], cifar10_root, tmp_path)
     assert run.code == 0, run.err[-2000:]
     assert (run_dir / "summary.json").is_file()
+
+
+def test_a_killed_holder_frees_the_dir_though_its_forked_children_live(tmp_path: Path) -> None:
+    """A run's DataLoader workers are forked children of it: killed with kill -9, the run left
+    the dir locked for as long as they lived (seconds, until they noticed their parent gone)."""
+    run_dir = tmp_path / "run"
+    code = (
+        "import os, sys, time; from pathlib import Path; from reslab.runs import lock; "
+        "lock.hold(Path(sys.argv[1]), 'run', 'x'); "
+        "child = os.fork(); "
+        "child or time.sleep(300); "
+        "print(child, flush=True); time.sleep(300)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    child = int(proc.stdout.readline())
+    try:
+        proc.kill()
+        proc.wait()
+        assert Path(f"/proc/{child}").exists()  # the forked child lives on
+        lock.hold(run_dir, "run", "x")  # at once, though the child lives
+        lock.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_a_held_sweep_dir_is_refused(cifar10_root: Path, tmp_path: Path, train_in_process):

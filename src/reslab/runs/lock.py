@@ -1,9 +1,10 @@
 """One writer per run dir and per sweep dir: an exclusive `flock` on a file in the dir, held by
 the process that runs the run (or launches the sweep) from before Hydra writes there until the
 command ends. The kernel drops the lock when that process exits, however it dies, so a killed
-run never leaves a dir locked. Hand-written (a dozen lines over `fcntl.flock`): the lock-file
-packages on PyPI (filelock and the like) wait or poll; this one refuses at once and says who
-holds the dir."""
+run never leaves a dir locked: a forked child (a DataLoader worker) closes its copy of the lock
+file at once, or it would hold the lock until it noticed its parent gone. Hand-written (a dozen
+lines over `fcntl.flock`): the lock-file packages on PyPI (filelock and the like) wait or poll;
+this one refuses at once and says who holds the dir."""
 
 from __future__ import annotations
 
@@ -21,14 +22,26 @@ from reslab.runs.layout import LOCK, RUN_FILES, config_tree
 # The dirs this process holds, each with its open lock file, and whether this command made the
 # dir (so that a command refused before its run started can take the dir away again).
 _held: dict[Path, tuple[IO[str], bool]] = {}
+_forks_close = False  # `_close_in_child` is registered
+
+
+def _close_in_child() -> None:
+    """In a forked child: close the lock files (no unlock: the parent holds the lock still)."""
+    for file, _ in _held.values():
+        file.close()
+    _held.clear()
 
 
 def hold(run_dir: Path, what: str, fix: str) -> None:
     """Lock `run_dir` (made if missing) for this process, or refuse in one line naming the
     holder: `what` names the dir's kind ("run", "sweep"), `fix` the way out."""
+    global _forks_close
     run_dir = run_dir.absolute()
     if run_dir in _held:
         return
+    if not _forks_close:
+        os.register_at_fork(after_in_child=_close_in_child)
+        _forks_close = True
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     file = open(run_dir / LOCK, "a+")  # noqa: SIM115 (held open until `release`)
