@@ -30,11 +30,14 @@ ARGS = [
 ]
 
 
-def signal_at(hook: str, step: int, sig: str, group: bool = False) -> list[str]:
+def signal_at(
+    hook: str, step: int, sig: str, group: bool = False, rank: int | None = None
+) -> list[str]:
     fault = "+callbacks.fault"
     return [
         f"{fault}._target_=helpers.fault_injection.SignalAt", f"{fault}.hook={hook}",
         f"{fault}.step={step}", f"{fault}.sig={sig}", f"{fault}.group={group}",
+        *([f"{fault}.rank={rank}"] if rank is not None else []),
     ]  # fmt: skip
 
 
@@ -293,6 +296,36 @@ def test_a_signal_to_the_process_group_leaves_the_dataloader_workers_to_the_run(
     assert proc.wait(timeout=300) == 143, proc.stderr.read()[-3000:]
     assert group_ended(proc.pid)
     assert record(run_dir)["status"] == "interrupted" and record(run_dir)["steps"] == 4
+    check_left_whole(run_dir, 4)
+    again = start([*args, "resume=true"], cifar10_root, tmp_path)
+    assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
+    assert record(run_dir)["status"] == "completed"
+    check_left_whole(run_dir, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "rank"), [("SIGTERM", 0), ("SIGINT", 1)])
+def test_a_signal_to_one_ddp_process_stops_them_all_at_the_same_step(
+    cifar10_root: Path, tmp_path: Path, sig: str, rank: int
+) -> None:
+    """A stop signal that reaches one rank alone (`kill <pid>`, one node of a preemption) or the
+    ranks at different steps: they agree at each batch and stop after the same one. A rank that
+    stopped alone left the others waiting in the next step's all-reduce."""
+    run_dir = tmp_path / "run"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    args = [*ARGS, *ddp, f"hydra.run.dir={run_dir}"]
+    proc = start([*args, *signal_at("on_train_batch_start", 3, sig, rank=rank)],
+                 cifar10_root, tmp_path)  # fmt: skip
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 128 + signal.Signals[sig], proc.stderr.read()[-3000:]
+    assert group_ended(proc.pid)  # rank 1 ended too
+    stopped = record(run_dir)
+    assert stopped["status"] == "interrupted" and stopped["signal"] == sig
+    assert stopped["steps"] == 4
     check_left_whole(run_dir, 4)
     again = start([*args, "resume=true"], cifar10_root, tmp_path)
     assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]

@@ -22,18 +22,23 @@ from reslab.runs.checkpoints import AtomicCheckpointIO
 
 class SignalAt(Callback):
     """Send `sig` once, as `hook` starts at global step `step` (sanity check excluded); to the
-    whole process group with `group=true`, as a terminal's Ctrl-C or `timeout` does."""
+    whole process group with `group=true`, as a terminal's Ctrl-C or `timeout` does; under DDP
+    from the process of global rank `rank` alone, when given (`kill <pid>` of one rank)."""
 
     HOOKS = ("on_train_batch_start", "on_validation_batch_start", "on_test_batch_start")
 
-    def __init__(self, hook: str, step: int, sig: str, group: bool = False) -> None:
+    def __init__(
+        self, hook: str, step: int, sig: str, group: bool = False, rank: int | None = None
+    ) -> None:
         if hook not in self.HOOKS:
             raise ValueError(f"hook={hook!r}: one of {self.HOOKS}")
         self.hook, self.step, self.sig, self.group = hook, step, signal.Signals[sig], group
-        self.sent = False
+        self.rank, self.sent = rank, False
 
     def _at(self, hook: str, trainer: L.Trainer) -> None:
         if hook != self.hook or self.sent or trainer.sanity_checking:
+            return
+        if self.rank is not None and trainer.global_rank != self.rank:
             return
         if trainer.global_step == self.step:
             self.sent = True

@@ -131,7 +131,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     with stopping.deferred():
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        stopping.raise_if_requested("after training")
+        stopping.raise_if_requested("after training", trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         tested = None
         if cfg.get("test"):
@@ -144,7 +144,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(
                 module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False
             )
-            stopping.raise_if_requested("test")
+            stopping.raise_if_requested("test", trainer)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         record = run_record.write_completed(
             cfg, module, trainer, datamodule, time.time() - start, metrics, tested

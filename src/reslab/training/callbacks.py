@@ -104,7 +104,10 @@ class StopOnSignal(Callback):
     epoch's end would not do: Lightning, resuming from it, skips that epoch's validation and
     epoch metrics. A stop during validation or an epoch's end waits for the next such batch
     (one validation at most). In a test or sanity check, at the next batch; the test runs again
-    on resume. First in the Trainer's callbacks (`reslab.training.builders.build_trainer`)."""
+    on resume. Under DDP the ranks agree after each training batch (`stopping.requested`), and
+    a test or sanity check is not cut short: their ranks may run different numbers of batches,
+    so the stop comes once the test ends, or after the first training batch. First in the
+    Trainer's callbacks (`reslab.training.builders.build_trainer`)."""
 
     def __init__(self) -> None:
         self._stop_next_batch = False
@@ -124,7 +127,7 @@ class StopOnSignal(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        if stopping.requested() is None or self._stop_next_batch:
+        if self._stop_next_batch or stopping.requested(trainer) is None:
             return
         loop = trainer.fit_loop.epoch_loop
         every = trainer.val_check_batch
@@ -141,11 +144,12 @@ class StopOnSignal(Callback):
             stopping.raise_if_requested("training")
 
     def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking and trainer.world_size == 1:
             stopping.raise_if_requested("sanity check")
 
     def on_test_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        stopping.raise_if_requested("test")
+        if trainer.world_size == 1:
+            stopping.raise_if_requested("test")
 
 
 class NonFiniteLoss(ReslabError):

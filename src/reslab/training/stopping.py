@@ -9,7 +9,8 @@ kill -9 is the hard stop). What it does depends on where the process is:
   at once, as Python raises KeyboardInterrupt; nothing is half-written there;
 - a job whose Trainer runs (`deferred`): nothing at once;
   `reslab.training.callbacks.StopOnSignal` stops it between two training batches after saving
-  `last.ckpt`, at the next test or sanity-check batch, or once the fit has ended;
+  `last.ckpt`, at the next test or sanity-check batch, or once the fit has ended. Under DDP
+  the processes agree first (`requested(trainer)`), so a signal to one of them stops all;
 - a sweep's launching process whose jobs run in joblib workers (`relay_to_workers`): the
   signal is forwarded to its `multiprocessing` children, the workers, so a signal sent to the
   launcher alone stops its jobs too; the launcher then reports them;
@@ -34,6 +35,8 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
+
+import torch
 
 log = logging.getLogger("reslab")
 
@@ -88,8 +91,17 @@ class _State:
 _state = _State()
 
 
-def requested() -> int | None:
-    """The stop signal this process received, None if none."""
+def requested(trainer: Any = None) -> int | None:
+    """The stop signal this process received, None if none. With the `trainer` of a run of
+    several processes (DDP), one all-reduce: the signal any of them received, which this one
+    then takes as its own. They must stop at the same batch: one that stopped alone left the
+    others waiting in the next step's all-reduce (and a signal reaches them at different steps,
+    or one alone: `kill <pid>`, a node of a preemption)."""
+    if trainer is not None and trainer.world_size > 1:
+        mine = torch.tensor(_state.signum or 0, device=trainer.strategy.root_device)
+        agreed = int(trainer.strategy.reduce(mine, reduce_op="max"))
+        if agreed and _state.signum is None:
+            _state.signum = agreed
     return _state.signum
 
 
@@ -195,8 +207,9 @@ def deferred() -> Iterator[None]:
         _state.deferred = False
 
 
-def raise_if_requested(stage: str) -> None:
-    if _state.signum is not None:
+def raise_if_requested(stage: str, trainer: Any = None) -> None:
+    """Stop now if this process (or, with `trainer`, any of the run's processes) was asked to."""
+    if requested(trainer) is not None:
         raise Stopped(_state.signum, stage)
 
 
