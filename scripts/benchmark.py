@@ -561,7 +561,13 @@ def main() -> None:
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     register_resolvers()
-    out = Path(tempfile.mkdtemp(prefix="reslab-bench-"))
+    with tempfile.TemporaryDirectory(prefix="reslab-bench-") as scratch:
+        measure(args, Path(scratch))
+
+
+def measure(args: argparse.Namespace, out: Path) -> None:
+    """Every table the arguments ask for; run dirs and generated data go in `out`, removed
+    after."""
     if args.data == "imagefolder":
         imagefolder_table(args, out)
         return

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import runpy
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,16 @@ TINY = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--tv-size", "64", "--
 
 
 def script(*args: str) -> Outcome:
-    """`python scripts/benchmark.py ARGS`."""
-    return run_main(lambda: runpy.run_path(str(SCRIPT), run_name="__main__"), [SCRIPT, *args])
+    """`python scripts/benchmark.py ARGS`, which leaves no scratch dir behind."""
+    scratch, tempdir = Path(tempfile.mkdtemp()), tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        run = run_main(lambda: runpy.run_path(str(SCRIPT), run_name="__main__"), [SCRIPT, *args])
+    finally:
+        tempfile.tempdir = tempdir
+    assert not list(scratch.glob("reslab-bench-*"))
+    shutil.rmtree(scratch)
+    return run
 
 
 def bench(*args: str) -> tuple[str, dict[str, list[str]]]:
