@@ -173,7 +173,8 @@ def test_a_terminal_shows_each_bar_once_and_the_outcome_after_them(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
     """In a terminal: the training bar's last state once (15 of 15 steps, with the last
-    validation's error), the test bar once, then the outcome; no Lightning note in between."""
+    validation's error), the test bar once, then the outcome; no Lightning note in between,
+    nor its warning that an epoch (10 batches) is shorter than `log_every_n_steps` (50)."""
     args = [
         *TINY,
         "trainer.max_steps=15",
@@ -188,6 +189,7 @@ def test_a_terminal_shows_each_bar_once_and_the_outcome_after_them(
     end = rows.index(bars[1])
     assert "resnet-8_seed0 completed: 15 steps" in rows[end + 1], "\n".join(rows)
     assert not any("stopped" in r or "Trainer.fit" in r for r in rows), "\n".join(rows)
+    assert not any("logging interval" in r for r in rows), "\n".join(rows)
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,10 @@ def quiet_lightning() -> None:
     cloud logger, a deprecation inside its own pytree helper, its note that our model-summary
     callback replaces its default one, its note why a fit stopped (the run's outcome says it;
     printed into a live bar, it made the bar print twice), its note that the summary's size
-    estimate assumes fp32 under mixed precision, and, where `srun` is installed, advice to run
-    under `srun` (reslab reaches SLURM through `hydra/launcher=slurm`, docs/scale_out.md)."""
+    estimate assumes fp32 under mixed precision, its warning that an epoch has fewer batches
+    than `trainer.log_every_n_steps` (steps are counted over the run, not per epoch, so the rows
+    come all the same), and, where `srun` is installed, advice to run under `srun` (reslab
+    reaches SLURM through `hydra/launcher=slurm`, docs/scale_out.md)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: (
             not str(record.msg).startswith("💡 Tip:")
@@ -73,6 +75,7 @@ def quiet_lightning() -> None:
     )
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller")
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     # torchdata's StatefulDataLoader calls a torch function torch deprecated.
     warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
