@@ -16,9 +16,10 @@ import pytest
 import torch
 from helpers.processes import BIN, dirs_env, holder
 from helpers.runs import QUIET, TINY
+from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
 
 from reslab.runs.layout import scored_name
-from reslab.training.callbacks import LossProgressBar, ProgressLines, progress_bar
+from reslab.training.callbacks import LossProgressBar, ProgressLines, model_summary, progress_bar
 
 # The progress bar stays: its lines are under test here.
 RUN = [a for a in QUIET if a != "~callbacks.progress_bar"]
@@ -80,6 +81,24 @@ def test_resume_of_a_dir_that_is_no_run_is_refused(tmp_path: Path, train_in_proc
     run = train_in_process([f"resume={tmp_path / 'nothing'}"], tmp_path, tmp_path)
     assert run.code == 2
     assert "is no run dir (no .hydra/overrides.yaml); pass a run's dir" in run.err
+
+
+def test_without_a_terminal_lightnings_lines_and_the_model_table_go_to_the_log(
+    cifar10_root: Path, tmp_path: Path, train_in_process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert type(model_summary()) is ModelSummary  # pytest's stdout is no terminal
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert isinstance(model_summary(), RichModelSummary)
+    monkeypatch.setattr("reslab.training.callbacks.shares_a_terminal", lambda: True)
+    assert type(model_summary()) is ModelSummary  # a terminal the jobs of a sweep share
+    monkeypatch.undo()
+    args = [*TINY, "trainer.max_steps=2", "test=false", "~callbacks.progress_bar"]
+    run = train_in_process(args, cifar10_root, tmp_path)
+    assert run.code == 0, run.err[-2000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    log = (run_dir / "train.log").read_text()
+    assert "][lightning.pytorch.utilities.rank_zero][INFO] - GPU available: " in log
+    assert "Total params" in log and "| net " in log
 
 
 def test_progress_lines_without_a_terminal(
@@ -220,3 +239,6 @@ def test_jobs_of_a_sweep_that_run_at_once_print_named_lines_not_bars(
     assert not any(r.startswith(("Epoch", "Validation")) for r in rows), "\n".join(rows)
     for name in ("resnet-8_seed0", "resnet-14_seed0"):
         assert any(f"][{name}][INFO] - step 12 (epoch 1): val err" in r for r in rows), name
+        # Lightning's lines and the model table (not Rich's, drawn apart) carry the name too.
+        assert any(f"][{name}][INFO] - GPU available: " in r for r in rows), name
+    assert not any("┏" in r for r in rows), "\n".join(rows)

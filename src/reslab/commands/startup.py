@@ -81,6 +81,18 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
 
 
+def lightning_logs_as_ours() -> None:
+    """Lightning's messages (the devices it found, the precision, DDP's start, the model
+    summary) go through the run's log handlers, as reslab's do: on the console with the run's
+    name (the jobs of a local sweep share a terminal) and into `train.log`. Lightning gives its
+    loggers a console handler of their own when it is imported before logging is set up, and
+    they then reach neither."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def dotenv_file() -> Path | None:
     """The `.env` a command reads: the working directory's alone. A parent's (python-dotenv's
     `find_dotenv` walks up to `/`, a world-writable `/tmp` included) would redirect
@@ -91,8 +103,10 @@ def dotenv_file() -> Path | None:
 
 def start() -> None:
     """Set up this process for a command: the working directory's `.env`, so `DATA_DIR`,
-    `RESLAB_LOG_DIR`, `WANDB_*` apply (the environment wins over it); resolvers; log filters."""
+    `RESLAB_LOG_DIR`, `WANDB_*` apply (the environment wins over it); resolvers; log filters
+    and Lightning's messages through the run's log."""
     if (path := dotenv_file()) is not None:
         load_dotenv(path, override=False)
     register_resolvers()
     quiet_lightning()
+    lightning_logs_as_ours()

@@ -15,7 +15,9 @@ from lightning.pytorch.callbacks import (
     Callback,
     EMAWeightAveraging,
     ModelCheckpoint,
+    ModelSummary,
     ProgressBar,
+    RichModelSummary,
     RichProgressBar,
 )
 from lightning.pytorch.trainer.states import TrainerFn
@@ -336,6 +338,15 @@ def duration(seconds: float) -> str:
     minutes, s = divmod(round(seconds), 60)
     hours, m = divmod(minutes, 60)
     return f"{hours}h {m:02d}m" if hours else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def model_summary(max_depth: int = 1) -> ModelSummary:
+    """Rich's table of the model's layers in a terminal of its own; elsewhere Lightning's plain
+    one, logged: with the run's name on the console (the jobs of a local sweep share one) and
+    into `train.log` (nohup, SLURM)."""
+    if sys.stdout.isatty() and not shares_a_terminal():
+        return RichModelSummary(max_depth=max_depth)
+    return ModelSummary(max_depth=max_depth)
 
 
 def progress_bar(every_s: float = 30.0) -> ProgressBar:
