@@ -151,6 +151,19 @@ def test_a_checkpoint_naming_classes_where_they_were_before_they_moved_evaluates
     assert run.code == 2 and "'reslab.training.classifier.Other' is not reslab's" in run.err
 
 
+def test_a_checkpoint_from_before_the_model_summary_factory_evaluates(
+    trained: Path, cifar10_root: Path, tmp_path: Path, eval_in_process
+) -> None:
+    """Checkpoints written before `callbacks.model_summary` became reslab's factory store
+    Lightning's RichModelSummary there; they evaluate (every earlier checkpoint was refused)."""
+    node = {"_target_": "lightning.pytorch.callbacks.RichModelSummary", "max_depth": 1}
+    old = crafted(trained, tmp_path / "old.ckpt", _set("callbacks.model_summary", node))
+    run = eval_in_process(
+        [f"ckpt_path={old}", f"hydra.run.dir={tmp_path / 'eval'}"], cifar10_root, tmp_path
+    )
+    assert run.code == 0, run.err[-2000:]
+
+
 def test_a_run_with_extra_callbacks_and_another_model_evaluates(
     cifar10_root: Path, tmp_path: Path, eval_in_process
 ) -> None:

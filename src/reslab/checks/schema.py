@@ -145,9 +145,12 @@ def check_targets(cfg: DictConfig) -> None:
         check_node(key, node)
 
 
-# Where reslab's classes lived before its modules were grouped into subpackages: checkpoints
-# written then name them so in their stored config.
+# Where reslab's classes lived before its modules were grouped into subpackages, and what a
+# group built before reslab built it otherwise: checkpoints written then name them so in their
+# stored config.
 MOVED = {
+    # callbacks.model_summary, before Rich's table was kept to a terminal of its own
+    "lightning.pytorch.callbacks.RichModelSummary": "reslab.training.callbacks.model_summary",
     "reslab.callbacks.": "reslab.training.callbacks.",
     "reslab.checkpoints.": "reslab.runs.checkpoints.",
     "reslab.classifier.": "reslab.training.classifier.",
