@@ -340,11 +340,17 @@ def duration(seconds: float) -> str:
     return f"{hours}h {m:02d}m" if hours else f"{m}m {s:02d}s" if m else f"{s}s"
 
 
+def own_terminal() -> bool:
+    """Whether stdout is a terminal this run has to itself: not a file or pipe (nohup, SLURM,
+    CI), nor one the jobs of a local sweep share, where live drawings overwrite each other."""
+    return sys.stdout.isatty() and not shares_a_terminal()
+
+
 def model_summary(max_depth: int = 1) -> ModelSummary:
     """Rich's table of the model's layers in a terminal of its own; elsewhere Lightning's plain
     one, logged: with the run's name on the console (the jobs of a local sweep share one) and
     into `train.log` (nohup, SLURM)."""
-    if sys.stdout.isatty() and not shares_a_terminal():
+    if own_terminal():
         return RichModelSummary(max_depth=max_depth)
     return ModelSummary(max_depth=max_depth)
 
@@ -353,7 +359,7 @@ def progress_bar(every_s: float = 30.0) -> ProgressBar:
     """The live bar in a terminal; progress lines every `every_s` seconds elsewhere, and in
     the jobs of a sweep that run at once, whose live bars would overwrite each other (each
     line carries its run's name)."""
-    if sys.stdout.isatty() and not shares_a_terminal():
+    if own_terminal():
         return LossProgressBar()
     return ProgressLines(every_s)
 
