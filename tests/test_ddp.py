@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 from helpers.fake_cifar import write_cifar10
 from helpers.processes import ok, run_script
-from helpers.runs import TINY
-
-DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+from helpers.runs import DDP_CPU, TINY
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +30,7 @@ def test_ddp_reaches_the_metrics_of_one_process_with_the_same_global_batch(tmp_p
     data = write_cifar10(tmp_path / "data", per_batch=20, test=40)
     recipe = [*TINY, "augmentation=none", "data.batch_size=100", "trainer.max_steps=3"]
     ok(train([*recipe, "trainer=cpu"], data, tmp_path / "one"))
-    ok(train([*recipe, *DDP], data, tmp_path / "two"))
+    ok(train([*recipe, *DDP_CPU], data, tmp_path / "two"))
     one, two = summary(tmp_path / "one"), summary(tmp_path / "two")
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert one["steps"] == two["steps"] == 3
@@ -43,7 +41,7 @@ def test_ddp_reaches_the_metrics_of_one_process_with_the_same_global_batch(tmp_p
 def test_multirun_on_ddp_runs_each_job_once_on_two_processes(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
-    args = ["-m", "model.residual=true,false", *DDP, *TINY]
+    args = ["-m", "model.residual=true,false", *DDP_CPU, *TINY]
     args += ["data.batch_size=50", "trainer.max_steps=4", "test=false"]
     proc = ok(train(args, cifar10_root, tmp_path))
     assert not (tmp_path / "train" / "runs").exists()  # no rank re-ran the sweep as a run
@@ -61,7 +59,7 @@ def test_multirun_on_ddp_runs_each_job_once_on_two_processes(
 
 
 def test_global_batch_must_split_over_the_processes(cifar10_root: Path, tmp_path: Path) -> None:
-    proc = train([*DDP, *TINY, "data.batch_size=51"], cifar10_root, tmp_path)
+    proc = train([*DDP_CPU, *TINY, "data.batch_size=51"], cifar10_root, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
         "reslab: error: data.batch_size=51 is the global batch and does not split evenly over "

@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import slurm
 from helpers.processes import BIN
-from helpers.runs import SHORT_EVAL, TINY
+from helpers.runs import DDP_CPU, SHORT_EVAL, TINY
 from helpers.slurm import SLURM_CPU, cluster_up
 
 pytestmark = [
@@ -42,7 +42,7 @@ def test_ddp_sweep_through_slurm_returns_each_jobs_metric(
 ) -> None:
     args = ["model.residual=true,false", "trainer.max_steps=3", "+trainer.val_check_interval=3"]
     args += ["data.val_size=100", "optimized_metric=val_err.final"]  # held out: a value to return
-    args += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # 2 SLURM tasks
+    args += DDP_CPU  # 2 SLURM tasks
     finish(sweep(args, cifar10_root, tmp_path))
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     results = sorted(sweep_dir.glob(".submitit/*/*_result.pkl"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.processes import BIN, dirs_env, error_line
-from helpers.runs import FIT_ONLY, QUIET
+from helpers.runs import DDP_CPU, FIT_ONLY, QUIET
 
 TESTS = Path(__file__).parent
 # 10 batches an epoch, validation after each epoch, last.ckpt every 5 steps.
@@ -312,8 +312,7 @@ def test_a_signal_to_one_ddp_process_stops_them_all_at_the_same_step(
     ranks at different steps: they agree at each batch and stop after the same one. A rank that
     stopped alone left the others waiting in the next step's all-reduce."""
     run_dir = tmp_path / "run"
-    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
-    args = [*ARGS, *ddp, f"hydra.run.dir={run_dir}"]
+    args = [*ARGS, *DDP_CPU, f"hydra.run.dir={run_dir}"]
     proc = start([*args, *signal_at("on_train_batch_start", 3, sig, rank=rank)],
                  cifar10_root, tmp_path)  # fmt: skip
     try:

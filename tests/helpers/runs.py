@@ -28,6 +28,8 @@ QUIET = [
 ]
 # ... and a fit alone, without the test-set pass.
 FIT_ONLY = [*QUIET, "test=false"]
+# DDP over 2 CPU processes (gloo), as reslab-train starts them.
+DDP_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 
 def compose_run(
