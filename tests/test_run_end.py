@@ -101,6 +101,19 @@ def test_without_a_terminal_lightnings_lines_and_the_model_table_go_to_the_log(
     assert "Total params" in log and "| net " in log
 
 
+def test_torchmetrics_messages_print_once_through_the_runs_handlers() -> None:
+    """torchmetrics gives its logger a console handler of its own and lets it propagate too."""
+    code = (
+        "import logging, torchmetrics\n"
+        "from reslab.commands.startup import lightning_logs_as_ours\n"
+        "logging.basicConfig(format='ours: %(message)s')\n"
+        "lightning_logs_as_ours()\n"
+        "logging.getLogger('torchmetrics').warning('a torchmetrics message')\n"
+    )
+    run = subprocess.run([BIN / "python", "-c", code], capture_output=True, text=True, check=True)
+    assert run.stderr.splitlines() == ["ours: a torchmetrics message"], run.stderr
+
+
 def test_progress_lines_without_a_terminal(
     cifar10_root: Path, tmp_path: Path, train_in_process, monkeypatch: pytest.MonkeyPatch
 ) -> None:

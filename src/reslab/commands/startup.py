@@ -83,11 +83,12 @@ def quiet_lightning() -> None:
 
 def lightning_logs_as_ours() -> None:
     """Lightning's messages (the devices it found, the precision, DDP's start, the model
-    summary) go through the run's log handlers, as reslab's do: on the console with the run's
-    name (the jobs of a local sweep share a terminal) and into `train.log`. Lightning gives its
-    loggers a console handler of their own when it is imported before logging is set up, and
-    they then reach neither."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    summary) and torchmetrics' go through the run's log handlers, as reslab's do: on the console
+    with the run's name (the jobs of a local sweep share a terminal) and into `train.log`.
+    Lightning gives its loggers a console handler of their own when it is imported before
+    logging is set up, and they then reach neither; torchmetrics adds one to a logger that also
+    propagates, so each of its messages printed twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
