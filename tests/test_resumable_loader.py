@@ -1,11 +1,15 @@
-"""The training loader resumes mid-epoch with the same order and the same random crops, with
-worker processes too, and evaluation leaves the run's RNG alone (the real runs, killed and
-resumed, are in test_reliability.py)."""
+"""The training loader serves the same order and random crops with any number of workers,
+resumes mid-epoch with them, and evaluation leaves the run's RNG alone (the real runs, killed
+and resumed, are in test_reliability.py)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.utilities.data import _is_dataloader_shuffled
 from torch.utils.data import Dataset, TensorDataset
 
 from reslab.data.resumable import EvalDataLoader, ResumableDataLoader, SeededSamples
@@ -23,7 +27,7 @@ class Draws(Dataset):
 
 def loader(workers: int) -> ResumableDataLoader:
     return ResumableDataLoader(
-        Draws(), batch_size=4, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+        SeededSamples(Draws()), batch_size=4, num_workers=workers, persistent_workers=workers > 0
     )
 
 
@@ -62,18 +66,64 @@ def test_a_loader_resumed_mid_epoch_replays_the_order_and_the_draws(workers: int
     assert epochs[0] != epochs[1] != epochs[2]  # each epoch draws anew
 
 
-def test_a_sample_draws_the_same_in_any_process_and_leaves_the_rng_alone() -> None:
-    torch.manual_seed(0)
-    by_index = {}
-    for workers in (0, 2):
-        dl = loader(workers)
-        dl.key = 12345  # the one key, though each loader draws its own
-        by_index[workers] = draws(batches(dl, 1)[0])
-    assert by_index[0] == by_index[2]
+def test_the_order_and_the_draws_do_not_depend_on_the_worker_count() -> None:
+    """torchdata's worker iterator asks for the order twice as it starts: a sampler drawing
+    from a generator gave 0 and 2 workers other orders."""
+    seen = {}
+    for workers in (0, 1, 2):
+        torch.manual_seed(0)
+        seen[workers] = batches(loader(workers), 2)[0]
+    assert seen[0] == seen[1] == seen[2]
+    first, second = (
+        sorted(row[0] for batch in seen[0][e : e + 6] for row in batch) for e in (0, 6)
+    )
+    assert first == second == list(range(24))  # each epoch takes every sample once
+    assert seen[0][:6] != seen[0][6:]  # in an order, and with draws, of its own
     samples = SeededSamples(Draws())
     state = torch.get_rng_state()
     assert samples[3].tolist() == samples[3].tolist()
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_under_ddp_the_ranks_batches_together_are_the_one_process_batches() -> None:
+    """Lightning wraps a sampler that is not a `RandomSampler` without reshuffling it."""
+    torch.manual_seed(0)
+    one = loader(0)
+    assert not _is_dataloader_shuffled(one)
+    single = [sorted(map(tuple, batch)) for batch in batches(one, 1)[0]]
+    ranks = []
+    for rank in (0, 1):
+        torch.manual_seed(0)
+        dl = loader(0)
+        order = DistributedSamplerWrapper(dl.sampler, num_replicas=2, rank=rank, shuffle=False)
+        ranks.append(batches(ResumableDataLoader(dl.dataset, batch_size=2, sampler=order), 1)[0])
+    assert [sorted(map(tuple, a + b)) for a, b in zip(*ranks, strict=True)] == single
+
+
+def main_snapshot(state: dict, workers: int) -> dict:
+    """Where torchdata keeps the main process's part of a loader's state."""
+    return state["loader"]["_snapshot"]["_main_snapshot"] if workers else state["loader"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_state_from_the_drawn_order_resumes_in_the_new_one_and_says_so(
+    workers: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Earlier loaders drew the order with torchdata's RandomSampler and saved its state beside
+    the count of samples served; loading one into the keyed order failed an assertion."""
+    torch.manual_seed(0)
+    _, state = batches(loader(workers), 1, stop=(0, 2))
+    del state["order"]
+    sampler = main_snapshot(state, workers)["_sampler_iter_state"]
+    sampler["sampler_iter_state"] = {"yielded": 12, "generator": torch.get_rng_state()}
+    resumed = loader(workers)
+    with caplog.at_level(logging.WARNING, logger="reslab"):
+        resumed.load_state_dict(state)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "an earlier reslab" in line and "rest of epoch 0" in line
+    rest = batches(resumed, 1)[0]
+    assert len(rest) == 3  # the epoch's last 3 of 6 batches
+    assert len(batches(resumed, 1)[0]) == 6  # and the next epoch whole
 
 
 def test_evaluation_does_not_draw_from_the_runs_rng() -> None:

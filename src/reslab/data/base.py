@@ -7,12 +7,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torchvision.transforms import v2
 
 from reslab.data.augmentation import Augmentation
 from reslab.data.device import normalize
-from reslab.data.resumable import EvalDataLoader, ResumableDataLoader
+from reslab.data.resumable import EpochOrder, EvalDataLoader, ResumableDataLoader, SeededSamples
 from reslab.data.transforms import StackCrops
 from reslab.errors import ConfigError
 from reslab.training.distributed import per_device_batch
@@ -124,6 +124,12 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     @property
+    def shuffles(self) -> bool:
+        """Whether each epoch has an order of its own: not under Lightning's `overfit_batches`
+        (the same few batches every epoch)."""
+        return not (self.trainer and self.trainer.overfit_batches)
+
+    @property
     def train_size(self) -> int | None:
         """Training images, once `setup` has read them."""
         return None if self.train_set is None else len(self.train_set)
@@ -141,14 +147,10 @@ class ClassificationDataModule(L.LightningDataModule):
             return self.mixer(x, y)
         return batch
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        # The training loader's position and RNG go into checkpoints (exact mid-epoch resume).
-        loader = ResumableDataLoader if shuffle else EvalDataLoader
+    def _loader(self, dataset: Dataset, training: bool) -> DataLoader:
         workers = self.num_workers > 0
-        return loader(
-            dataset,
+        settings = dict(
             batch_size=self.device_batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             # Page-locked batches: the copy to the GPU runs asynchronously, beside the step.
@@ -159,12 +161,17 @@ class ClassificationDataModule(L.LightningDataModule):
             # JPEGs, a busy core) is absorbed by the queue instead of stalling a step.
             prefetch_factor=4 if workers else None,
         )
+        if training:  # its position and RNG go into checkpoints (exact resume)
+            samples = SeededSamples(dataset)
+            order = EpochOrder(samples) if self.shuffles else SequentialSampler(samples)
+            return ResumableDataLoader(samples, sampler=order, **settings)
+        return EvalDataLoader(dataset, shuffle=False, **settings)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, training=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, training=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, training=False)

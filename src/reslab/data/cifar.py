@@ -194,9 +194,9 @@ class CIFARDataModule(ClassificationDataModule):
                     ) from None
             raise
 
-    def _loader(self, dataset: Any, shuffle: bool) -> Any:
+    def _loader(self, dataset: Any, training: bool) -> Any:
         if self.pipeline == "workers":
-            return super()._loader(dataset, shuffle)
+            return super()._loader(dataset, training)
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
@@ -209,8 +209,8 @@ class CIFARDataModule(ClassificationDataModule):
             self.std,
             pad=self.pad,
             flip_p=self.flip,
-            train=shuffle,
-            shuffle=not (trainer and trainer.overfit_batches),
+            train=training,
+            shuffle=self.shuffles,
             seed=self.seed,
             rank=rank,
             world_size=world,

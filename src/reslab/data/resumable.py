@@ -3,6 +3,7 @@ with any number of workers; their worker processes leave stop signals to the run
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import random
 from collections.abc import Iterator
@@ -10,10 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from reslab.training import stopping
+
+log = logging.getLogger("reslab")
 
 
 def rng_states() -> dict[str, Any]:
@@ -49,12 +52,19 @@ class SeededSamples(Dataset):
     worker's stream is in no loader's state (torch and torchdata reseed workers and skip the
     done indices on resume), and which worker takes which sample depends on `num_workers`:
     keyed, a resumed epoch replays its crops, and a sample gets the same crop whichever process
-    takes it. `seed` lives in shared memory, so persistent workers see each epoch's. torch's
-    draws only, as transforms make them; the process's own RNG is left as it was."""
+    takes it. The run's `key` is drawn from the main process's RNG as the samples are
+    wrapped (once: Lightning's DDP rebuild of the loader keeps them); `seed` lives in shared
+    memory, so persistent workers see each epoch's. torch's draws only, as transforms make
+    them; the process's own RNG is left as it was."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self.key = int(torch.randint(2**62, ()))
         self.seed = multiprocessing.RawValue("Q", 0)
+
+    def start(self, epoch: int) -> None:
+        """Draw this epoch's order and augmentation (before its first index is asked for)."""
+        self.seed.value = epoch_seed(self.key, epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -67,6 +77,28 @@ class SeededSamples(Dataset):
             return self.dataset[index]
         finally:
             rng.set_state(state)
+
+
+class EpochOrder(Sampler[int]):
+    """The training order: a permutation made from the epoch's seed (`SeededSamples.seed`), not
+    drawn from a generator's current state. torchdata's worker iterator asks for the order
+    twice as it starts, so a drawing sampler gave runs with 0 and N workers other orders; made
+    from the seed, the order is one function of the run's key and the epoch, however many
+    workers or resumes. It is not a `RandomSampler`, so under DDP Lightning wraps it without
+    reshuffling and gives rank r every world_size-th index: the ranks' batches of a step
+    together hold the one-process run's batch."""
+
+    def __init__(self, samples: SeededSamples) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[int]:
+        # The seed of index -1, which no sample has (`SPREAD` is odd: index -> seed is 1-1).
+        seed = (self.samples.seed.value - SPREAD) % 2**64
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return iter(order.tolist())
 
 
 class EvalDataLoader(DataLoader):
@@ -85,28 +117,28 @@ class EvalDataLoader(DataLoader):
 
 
 class ResumableDataLoader(StatefulDataLoader):
-    """torchdata's `StatefulDataLoader`, whose position Lightning's fit loop saves in checkpoints
-    and restores, plus the augmentation's key and epoch (`SeededSamples`: the key is drawn from
-    the main process's RNG as the loader is built, the epoch counts its passes) and the main
-    process's RNG states (the batch mixers draw from them), so a mid-epoch resume replays the
-    same order, crops and flips. The states are restored once the resumed iterator exists
-    (creating it draws a seed). Its worker processes leave stop signals to the run
-    (`reslab.training.stopping.held_from_children`)."""
+    """torchdata's `StatefulDataLoader` over `samples` in their `EpochOrder`, whose position
+    Lightning's fit loop saves in checkpoints and restores, plus the key and epoch that make
+    the order and the augmentation (`SeededSamples`; the epoch counts the loader's passes) and
+    the main process's RNG states (the batch mixers draw from them), so a mid-epoch resume
+    replays the same order, crops and flips. The states are restored once the resumed iterator
+    exists (creating it draws a seed). Its worker processes leave stop signals to the run
+    (`reslab.training.stopping.held_from_children`). A `sampler` given replaces the order
+    (Lightning's DDP wrapper of it, as it rebuilds the loader)."""
 
-    def __init__(self, dataset: Dataset, *args: Any, **kwargs: Any) -> None:
-        if not isinstance(dataset, SeededSamples):
-            dataset = SeededSamples(dataset)
-        super().__init__(dataset, *args, **kwargs)
-        self.key, self.epoch = int(torch.randint(2**62, ())), -1
+    def __init__(self, samples: SeededSamples, **kwargs: Any) -> None:
+        kwargs.setdefault("sampler", EpochOrder(samples))
+        super().__init__(samples, **kwargs)
+        self.epoch = -1
         self._to_restore: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         restore, self._to_restore = self._to_restore, None
         if restore and "key" in restore:  # the interrupted pass again (not in older checkpoints)
-            self.key, self.epoch = restore["key"], restore["epoch"]
+            self.dataset.key, self.epoch = restore["key"], restore["epoch"]
         else:
             self.epoch += 1
-        self.dataset.seed.value = epoch_seed(self.key, self.epoch)  # before the first index
+        self.dataset.start(self.epoch)
         with stopping.held_from_children():  # the workers start here
             iterator = super().__iter__()
         if restore:
@@ -115,8 +147,28 @@ class ResumableDataLoader(StatefulDataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         state = {"loader": super().state_dict(), "rng": rng_states()}
-        return {**state, "key": self.key, "epoch": self.epoch}
+        return {**state, "key": self.dataset.key, "epoch": self.epoch, "order": "keyed"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "order" not in state_dict:
+            drop_drawn_order(state_dict)
+            log.warning(
+                "resume: this checkpoint is from an earlier reslab, which drew the epoch's order "
+                "otherwise; the rest of epoch %s follows the keyed order (other samples than "
+                "the interrupted run would have seen), and later epochs are whole",
+                state_dict.get("epoch", "in progress"),
+            )
         super().load_state_dict(state_dict["loader"])
         self._to_restore = state_dict
+
+
+def drop_drawn_order(state_dict: dict[str, Any]) -> None:
+    """Forget the RandomSampler state that earlier loaders saved beside the count of samples
+    served (torchdata asserts a stateful sampler to load it into); the count stays, so the
+    resumed epoch serves as many batches as were left."""
+    loader = state_dict["loader"]
+    for part in (loader, loader.get("_snapshot", {}).get("_main_snapshot", {})):
+        served = part.get("_sampler_iter_state")
+        if isinstance(served, dict):
+            served.pop("sampler_iter_state", None)
+            served.pop("sampler_state", None)
