@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
 from omegaconf import DictConfig, ListConfig
 from torchvision.datasets import CIFAR10, CIFAR100
@@ -65,6 +67,13 @@ def test_model_checkpoint_skips_by_the_step_last_checkpoint_records(tmp_path: Pa
 
 def test_lightning_configures_the_strategy_launcher() -> None:
     assert ".strategy._configure_launcher()" in source(_AcceleratorConnector)
+
+
+def test_lightnings_watcher_of_the_ddp_processes_holds_the_launchers_list() -> None:
+    """`HydraDDPStrategy.on_exception` empties `launcher.procs`, so the watcher thread, which
+    kills the launching process once a child has failed, lets it write the record first."""
+    assert "_launch_process_observer(self.procs)" in source(_SubprocessScriptLauncher.launch)
+    assert "for proc in self._child_processes" in source(_ChildProcessObserver._run)
 
 
 def test_ema_keeps_its_device_where_reslab_sets_it() -> None:

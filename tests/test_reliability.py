@@ -143,6 +143,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     assert str(last) in line
     assert step(last) < bad_step
     assert all(torch.isfinite(t).all() for t in weights(last).values() if t.is_floating_point())
+    failed = json.loads((run_dir / "summary.json").read_text())  # reslab-runs: failed, not stopped
+    assert failed["status"] == "failed"
+    assert failed["error"] == "NonFiniteLoss: " + line.removeprefix("reslab: error: ")
 
 
 def test_a_failed_sweep_job_does_not_stop_the_others_and_a_relaunch_skips_finished(

@@ -330,3 +330,34 @@ def test_a_signal_to_one_ddp_process_stops_them_all_at_the_same_step(
     assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
     assert record(run_dir)["status"] == "completed"
     check_left_whole(run_dir, 20)
+
+
+@pytest.mark.slow
+def test_a_ddp_process_that_dies_fails_the_run_in_one_line_and_resume_continues(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    """kill -9 of rank 1 (the OOM killer, a lost node): rank 0 met gloo's "Connection closed by
+    peer" traceback, naming no process, or was killed by Lightning's watcher of its children
+    before it said anything; and the run dir read `stopped`."""
+    run_dir = tmp_path / "run"
+    args = [*ARGS, *DDP_CPU, f"hydra.run.dir={run_dir}"]
+    proc = start([*args, *signal_at("on_train_batch_start", 7, "SIGKILL", rank=1)],
+                 cifar10_root, tmp_path)  # fmt: skip
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = proc.stderr.read()
+    assert code == 1 and "Traceback" not in err, err[-3000:]
+    assert group_ended(proc.pid)
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("reslab:")]
+    assert "the DDP process of local rank 1 (pid " in line and "was killed by SIGKILL" in line
+    assert line.endswith("resume=true continues it from its last.ckpt"), line
+    failed = record(run_dir)
+    assert failed["status"] == "failed" and "killed by SIGKILL" in failed["error"]
+    assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") == 5
+    again = start([*args, "resume=true"], cifar10_root, tmp_path)
+    assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
+    assert record(run_dir)["status"] == "completed"
+    check_left_whole(run_dir, 20)

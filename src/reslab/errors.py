@@ -17,6 +17,11 @@ class DataError(ReslabError):
     """Missing, corrupt or mismatched data; the message names the file and the fix."""
 
 
+class RunFailed(Exception):
+    """A started run that could not go on for a reason outside its config (a process of the
+    run gone): one line that says why and how to continue, exit 1, the record says failed."""
+
+
 def one_line(error: BaseException) -> str:
     """The message a user needs. An error raised in a DataLoader worker comes back wrapped in
     the worker's whole traceback; its last line is the original message."""

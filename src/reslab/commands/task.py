@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from reslab.commands.startup import CONFIG_PATH, dotenv_file, start
-from reslab.errors import ReslabError, one_line, print_error
-from reslab.runs.lock import release
+from reslab.errors import ReslabError, RunFailed, one_line, print_error
+from reslab.runs.lock import release, started
 from reslab.training import stopping
 from reslab.training.distributed import torchrun_rank_overrides
 
@@ -77,11 +78,17 @@ class Task:
             raise SystemExit(e.exit_code) from None
         except Exception as e:
             if not in_multirun():
+                if started(Path(HydraConfig.get().runtime.output_dir)):  # not a refused one
+                    write_failed(e, cfg.get("run_name"))
                 if isinstance(e, ReslabError):
                     print_error(e)
                     raise SystemExit(2) from None
+                if isinstance(e, RunFailed):
+                    log.error("%s", e)
+                    print(f"reslab: {e}", file=sys.stderr)
+                    raise SystemExit(1) from None
                 raise
-            if isinstance(e, ReslabError):
+            if isinstance(e, ReslabError | RunFailed):
                 log.error("%s", one_line(e))
             else:
                 log.exception("job failed; the sweep goes on")

@@ -25,6 +25,7 @@ from reslab.runs.dirs import expand_resume, shown
 from reslab.training import stopping
 from reslab.training.builders import build_datamodule, build_module, build_trainer
 from reslab.training.callbacks import duration
+from reslab.training.distributed import lost_process_named
 from reslab.training.loggers import ResumableCSVLogger
 
 log = logging.getLogger("reslab")
@@ -129,7 +130,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 logger.resume_at(stored["global_step"])
     print_config(cfg, Path(cfg.paths.output_dir))
     start = time.time()
-    with stopping.deferred():
+    with stopping.deferred(), lost_process_named(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         stopping.raise_if_requested("after training", trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

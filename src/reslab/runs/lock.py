@@ -62,7 +62,7 @@ def hold(run_dir: Path, what: str, fix: str) -> None:
     _held[run_dir] = (file, made)
 
 
-def _started(run_dir: Path) -> bool:
+def started(run_dir: Path) -> bool:
     """A run printed its config tree or wrote a run file; a sweep made a job's dir."""
     if config_tree(run_dir).exists() or any((run_dir / name).exists() for name in RUN_FILES):
         return True
@@ -75,7 +75,7 @@ def release(refused: bool = False) -> None:
     for run_dir, (file, made) in list(_held.items()):
         file.close()
         del _held[run_dir]
-        if refused and made and not _started(run_dir):
+        if refused and made and not started(run_dir):
             _drop_log_files(run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
 

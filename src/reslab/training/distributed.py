@@ -3,17 +3,21 @@ inside Hydra multiruns, and one run dir for all processes of a launch."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning import Trainer
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import read_write
 
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, RunFailed
 
 # Variables Lightning's subprocess launcher sets in the launching process for its children.
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -115,7 +119,26 @@ def _point_children_at_this_job() -> None:
 
 class HydraDDPStrategy(DDPStrategy):
     """Lightning's DDP (one process per device, started by re-running the command), made safe
-    for Hydra multiruns: each sweep job runs once on N processes, in its own run dir."""
+    for Hydra multiruns: each sweep job runs once on N processes, in its own run dir. A
+    failure in the launching process names the process whose end caused it (`lost`)."""
+
+    lost: str | None = None
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Another rank's end reaches this one as a broken collective (gloo's "Connection
+        closed by peer"), naming no process: note which one ended, then end the rest. The
+        processes leave Lightning's watcher (it holds this list), which would kill this one as
+        it writes the run's record and says why."""
+        super().on_exception(exception)
+        procs = getattr(self.launcher, "procs", None)
+        if not isinstance(exception, Exception) or not procs:
+            return  # a stop signal: every rank stops by itself
+        self.lost = ended(procs)
+        children = list(procs)
+        procs.clear()
+        for proc in children:
+            proc.kill()
+            proc.wait()
 
     def _configure_launcher(self) -> None:
         global _env_before_launch
@@ -127,3 +150,38 @@ class HydraDDPStrategy(DDPStrategy):
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             _env_before_launch = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
             _point_children_at_this_job()
+
+
+def ended(procs: list) -> str | None:
+    """Which of these DDP processes (Lightning's launcher's, local ranks 1..N-1) ended with an
+    error, in words; None if none did."""
+    lost = []
+    for local_rank, proc in enumerate(procs, start=1):
+        code = proc.poll()
+        if code:
+            how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited {code}"
+            lost.append(f"the DDP process of local rank {local_rank} (pid {proc.pid}) {how}")
+    return "; ".join(lost) or None
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a real-time signal
+        return f"signal {signum}"
+
+
+@contextlib.contextmanager
+def lost_process_named(trainer: Trainer) -> Iterator[None]:
+    """This process's failure, when another process of the run ended first and caused it, is
+    one line naming that process (`RunFailed`), not the broken collective's traceback."""
+    try:
+        yield
+    except Exception as e:
+        lost = getattr(trainer.strategy, "lost", None)
+        if lost is None:
+            raise
+        raise RunFailed(
+            f"{lost}, so the run stopped at step {trainer.global_step}; resume=true continues it "
+            "from its last.ckpt"
+        ) from e
