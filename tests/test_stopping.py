@@ -212,6 +212,16 @@ def start(args: list[str], data: Path, logs: Path) -> subprocess.Popen:
     )
 
 
+def wait_or_kill(proc: subprocess.Popen, timeout: float = 300) -> int:
+    """The exit code of a run that may hang (DDP ranks waiting on each other); a hung one's
+    process group is killed, so the test fails instead of leaving its processes behind."""
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def group_ended(pgid: int, timeout: float = 30) -> bool:
     """Whether every process of the group has exited within `timeout` seconds."""
     end = time.time() + timeout
@@ -315,11 +325,7 @@ def test_a_signal_to_one_ddp_process_stops_them_all_at_the_same_step(
     args = [*ARGS, *DDP_CPU, f"hydra.run.dir={run_dir}"]
     proc = start([*args, *signal_at("on_train_batch_start", 3, sig, rank=rank)],
                  cifar10_root, tmp_path)  # fmt: skip
-    try:
-        code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    code = wait_or_kill(proc)
     assert code == 128 + signal.Signals[sig], proc.stderr.read()[-3000:]
     assert group_ended(proc.pid)  # rank 1 ended too
     stopped = record(run_dir)
@@ -343,11 +349,7 @@ def test_a_ddp_process_that_dies_fails_the_run_in_one_line_and_resume_continues(
     args = [*ARGS, *DDP_CPU, f"hydra.run.dir={run_dir}"]
     proc = start([*args, *signal_at("on_train_batch_start", 7, "SIGKILL", rank=1)],
                  cifar10_root, tmp_path)  # fmt: skip
-    try:
-        code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    code = wait_or_kill(proc)
     err = proc.stderr.read()
     assert code == 1 and "Traceback" not in err, err[-3000:]
     assert group_ended(proc.pid)

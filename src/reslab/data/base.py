@@ -165,7 +165,7 @@ class ClassificationDataModule(L.LightningDataModule):
             samples = SeededSamples(dataset)
             order = EpochOrder(samples) if self.shuffles else SequentialSampler(samples)
             return ResumableDataLoader(samples, sampler=order, **settings)
-        return EvalDataLoader(dataset, shuffle=False, **settings)
+        return EvalDataLoader(dataset, **settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, training=True)
