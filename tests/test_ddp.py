@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -36,6 +37,32 @@ def test_ddp_reaches_the_metrics_of_one_process_with_the_same_global_batch(tmp_p
     assert one["steps"] == two["steps"] == 3
     for key in ("train/loss_epoch", "test/loss"):
         assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=0.05), key
+
+
+def logged_batches(path: Path, rank: int) -> list[list]:
+    return [json.loads(line)["images"] for line in Path(f"{path}.rank{rank}.jsonl").open()]
+
+
+def test_ddp_ranks_load_together_the_batches_of_one_process(tmp_path: Path) -> None:
+    """The DataLoader pipeline's training order is not a `RandomSampler`, so Lightning shards
+    it without reshuffling: at every step the two ranks' halves make up the batch that one
+    process loads, in both epochs."""
+    data = write_cifar10(tmp_path / "data", per_batch=20, test=40)
+    recipe = [*TINY, "augmentation=none", "data.pipeline=workers", "data.batch_size=20"]
+    recipe += ["trainer.max_steps=8", "test=false"]  # 100 images: 5 steps an epoch
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the callback's module
+    for name, trainer in (("one", ["trainer=cpu"]), ("two", DDP_CPU)):
+        log = [
+            "+callbacks.batch_log._target_=helpers.batch_log.BatchLog",
+            f"+callbacks.batch_log.path={tmp_path / name}",
+        ]
+        args = ["reslab-train", *recipe, *trainer, *log]
+        ok(run_script(args, data, tmp_path / name, env=env, timeout=300))
+    one = logged_batches(tmp_path / "one", 0)
+    two = zip(logged_batches(tmp_path / "two", 0), logged_batches(tmp_path / "two", 1), strict=True)
+    assert len(one) == 8 and len({str(b) for b in one[:5]}) == 5
+    assert [sorted(a + b) for a, b in two] == one
+    assert one[5:] != one[:3]  # the second epoch in an order of its own
 
 
 def test_multirun_on_ddp_runs_each_job_once_on_two_processes(

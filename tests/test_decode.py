@@ -301,17 +301,20 @@ def test_gpu_path_on_the_cpu_equals_the_cpu_path(imagefolder_root: Path, name: s
 
 @pytest.mark.parametrize("decode", ["cpu", "gpu"])
 def test_same_seed_same_batches_with_workers(imagefolder_root: Path, decode: str) -> None:
-    """Shuffling and augmentation in a worker process follow the seed to the last bit."""
+    """Shuffling and augmentation in a worker process follow `data.seed` to the last bit, and
+    not the process's RNG."""
 
     def first_batches(seed: int) -> list[torch.Tensor]:
-        data = dm(imagefolder_root, RECIPES["paper"], decode, num_workers=1)
+        data = dm(imagefolder_root, RECIPES["paper"], decode, num_workers=1, seed=seed)
         data.setup("fit")
-        torch.manual_seed(seed)
+        torch.manual_seed(len(calls))
+        calls.append(seed)
         out = []
         for batch, _ in zip(data.train_dataloader(), range(2), strict=False):
             out.append(batch[0] if decode == "cpu" else data.device_batch(batch, "cpu")[0])
         return out
 
+    calls: list[int] = []
     a, b, c = first_batches(0), first_batches(0), first_batches(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0])

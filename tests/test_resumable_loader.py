@@ -8,11 +8,9 @@ import logging
 
 import pytest
 import torch
-from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-from lightning.pytorch.utilities.data import _is_dataloader_shuffled
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, DistributedSampler, TensorDataset
 
-from reslab.data.resumable import EvalDataLoader, ResumableDataLoader, SeededSamples
+from reslab.data.resumable import EpochOrder, EvalDataLoader, ResumableDataLoader, SeededSamples
 
 
 class Draws(Dataset):
@@ -25,9 +23,10 @@ class Draws(Dataset):
         return torch.tensor([index, int(torch.randint(10**9, ()))])
 
 
-def loader(workers: int) -> ResumableDataLoader:
+def loader(workers: int, key: int = 0) -> ResumableDataLoader:
+    samples = SeededSamples(Draws(), key)
     return ResumableDataLoader(
-        SeededSamples(Draws()), batch_size=4, num_workers=workers, persistent_workers=workers > 0
+        samples, batch_size=4, num_workers=workers, persistent_workers=workers > 0
     )
 
 
@@ -54,7 +53,7 @@ def test_a_loader_resumed_mid_epoch_replays_the_order_and_the_draws(workers: int
     torch.manual_seed(0)
     before, state = batches(loader(workers), 3, stop=(0, 2))
     torch.manual_seed(1)  # the resumed process starts elsewhere
-    resumed = loader(workers)
+    resumed = loader(workers, key=1)  # the state's key wins
     resumed.load_state_dict(state)
     after = []
     for _ in range(3):
@@ -71,7 +70,7 @@ def test_the_order_and_the_draws_do_not_depend_on_the_worker_count() -> None:
     from a generator gave 0 and 2 workers other orders."""
     seen = {}
     for workers in (0, 1, 2):
-        torch.manual_seed(0)
+        torch.manual_seed(workers)  # the process's RNG plays no part: the key is the seed
         seen[workers] = batches(loader(workers), 2)[0]
     assert seen[0] == seen[1] == seen[2]
     first, second = (
@@ -79,25 +78,26 @@ def test_the_order_and_the_draws_do_not_depend_on_the_worker_count() -> None:
     )
     assert first == second == list(range(24))  # each epoch takes every sample once
     assert seen[0][:6] != seen[0][6:]  # in an order, and with draws, of its own
-    samples = SeededSamples(Draws())
+    samples = SeededSamples(Draws(), key=0)
     state = torch.get_rng_state()
     assert samples[3].tolist() == samples[3].tolist()
     assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_under_ddp_the_ranks_batches_together_are_the_one_process_batches() -> None:
-    """Lightning wraps a sampler that is not a `RandomSampler` without reshuffling it."""
-    torch.manual_seed(0)
-    one = loader(0)
-    assert not _is_dataloader_shuffled(one)
-    single = [sorted(map(tuple, batch)) for batch in batches(one, 1)[0]]
+    """Each rank takes every world_size-th index of the one order, and the order is a
+    `DistributedSampler`, which Lightning leaves in place (it wraps any other sampler in a
+    reshuffling one of its own)."""
+    single = [sorted(map(tuple, batch)) for batch in batches(loader(0), 1)[0]]
     ranks = []
     for rank in (0, 1):
-        torch.manual_seed(0)
-        dl = loader(0)
-        order = DistributedSamplerWrapper(dl.sampler, num_replicas=2, rank=rank, shuffle=False)
-        ranks.append(batches(ResumableDataLoader(dl.dataset, batch_size=2, sampler=order), 1)[0])
+        samples = SeededSamples(Draws(), key=0)
+        order = EpochOrder(samples, rank=rank, world_size=2)
+        assert isinstance(order, DistributedSampler)
+        ranks.append(batches(ResumableDataLoader(samples, batch_size=2, sampler=order), 1)[0])
     assert [sorted(map(tuple, a + b)) for a, b in zip(*ranks, strict=True)] == single
+    odd = EpochOrder(SeededSamples(Draws(), key=0), rank=1, world_size=5)
+    assert len(odd) == len(list(odd)) == 4  # 24 samples over 5 ranks: 4 each, 4 left out
 
 
 def main_snapshot(state: dict, workers: int) -> dict:

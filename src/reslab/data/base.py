@@ -46,7 +46,8 @@ class ClassificationDataModule(L.LightningDataModule):
     """Subclasses set `name` (the dataset), `num_classes` and `input_size` (C, H, W of a
     training image as the model sees it) and fill `train_set`, `val_set`, `test_set` in
     `setup`. `batch_size` is the global batch of one optimizer step: each of the trainer's
-    processes loads `device_batch_size` of it per micro-batch."""
+    processes loads `device_batch_size` of it per micro-batch. `seed` (the run's) makes the
+    training order and augmentation, the same for every model and process count."""
 
     name: str
     num_classes: int
@@ -68,10 +69,11 @@ class ClassificationDataModule(L.LightningDataModule):
         mean: Sequence[float],
         std: Sequence[float],
         augmentation: Augmentation | Mapping[str, Any] | None,
+        seed: int,
     ) -> None:
         super().__init__()
         per_device_batch(batch_size, 1)  # a positive batch, also when built from Python
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         for key, values in (("mean", mean), ("std", std)):
             if len(values) != self.in_channels:
                 raise ConfigError(
@@ -124,6 +126,12 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     @property
+    def shard(self) -> tuple[int, int]:
+        """This process's rank and the process count: which share of each batch it loads."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+
+    @property
     def shuffles(self) -> bool:
         """Whether each epoch has an order of its own: not under Lightning's `overfit_batches`
         (the same few batches every epoch)."""
@@ -162,8 +170,11 @@ class ClassificationDataModule(L.LightningDataModule):
             prefetch_factor=4 if workers else None,
         )
         if training:  # its position and RNG go into checkpoints (exact resume)
-            samples = SeededSamples(dataset)
-            order = EpochOrder(samples) if self.shuffles else SequentialSampler(samples)
+            samples = SeededSamples(dataset, key=self.seed)
+            rank, world = self.shard
+            order = (
+                EpochOrder(samples, rank, world) if self.shuffles else SequentialSampler(samples)
+            )
             return ResumableDataLoader(samples, sampler=order, **settings)
         return EvalDataLoader(dataset, **settings)
 

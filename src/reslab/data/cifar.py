@@ -92,13 +92,13 @@ class CIFARDataModule(ClassificationDataModule):
         pipeline: Pipeline = "device",
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, augmentation)
+        super().__init__(batch_size, num_workers, mean, std, augmentation, seed)
         if pipeline not in PIPELINES:
             raise ConfigError(f"data.pipeline={pipeline!r} is not valid; choose one of {PIPELINES}")
         self.pad, self.flip = self.augmentation.pad, self.augmentation.flip
         if pipeline == "device":
             check_device_augmentation(self.augmentation)
-        self.pipeline, self.seed = pipeline, seed
+        self.pipeline = pipeline
         if name not in DATASETS:
             raise ConfigError(f"data.name={name!r} is not valid; choose one of {list(DATASETS)}")
         cls, classes = DATASETS[name]
@@ -199,7 +199,7 @@ class CIFARDataModule(ClassificationDataModule):
             return super()._loader(dataset, training)
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        rank, world = self.shard
         images, labels = tensors(dataset)
         return DeviceLoader(
             images.to(device),

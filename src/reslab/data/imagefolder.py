@@ -96,8 +96,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         augmentation: Augmentation | Mapping[str, Any] | None = None,
         ten_crop: bool = False,
         decode: Decode = "cpu",
+        seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, mean, std, augmentation)
+        super().__init__(batch_size, num_workers, mean, std, augmentation, seed)
         self.ten_crop, self.decode = ten_crop, decode
         self.train_steps = [*self.train_augment(), *self.augmentation.train]
         if decode == "gpu":

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from reslab.training import stopping
@@ -52,14 +52,15 @@ class SeededSamples(Dataset):
     worker's stream is in no loader's state (torch and torchdata reseed workers and skip the
     done indices on resume), and which worker takes which sample depends on `num_workers`:
     keyed, a resumed epoch replays its crops, and a sample gets the same crop whichever process
-    takes it. The run's `key` is drawn from the main process's RNG as the samples are
-    wrapped (once: Lightning's DDP rebuild of the loader keeps them); `seed` lives in shared
-    memory, so persistent workers see each epoch's. torch's draws only, as transforms make
-    them; the process's own RNG is left as it was."""
+    takes it. `key` is the run's seed, not a draw from the process's RNG, whose state as the
+    loader is built depends on the model's initialisation and, under DDP, on Lightning's
+    reseeding: so every model and process count of a seed gets one order and the same crops.
+    `seed` lives in shared memory, so persistent workers see each epoch's. torch's draws only,
+    as transforms make them; the process's own RNG is left as it was."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, key: int) -> None:
         self.dataset = dataset
-        self.key = int(torch.randint(2**62, ()))
+        self.key = key
         self.seed = multiprocessing.RawValue("Q", 0)
 
     def start(self, epoch: int) -> None:
@@ -79,26 +80,29 @@ class SeededSamples(Dataset):
             rng.set_state(state)
 
 
-class EpochOrder(Sampler[int]):
+class EpochOrder(DistributedSampler):
     """The training order: a permutation made from the epoch's seed (`SeededSamples.seed`), not
     drawn from a generator's current state. torchdata's worker iterator asks for the order
     twice as it starts, so a drawing sampler gave runs with 0 and N workers other orders; made
-    from the seed, the order is one function of the run's key and the epoch, however many
-    workers or resumes. It is not a `RandomSampler`, so under DDP Lightning wraps it without
-    reshuffling and gives rank r every world_size-th index: the ranks' batches of a step
-    together hold the one-process run's batch."""
+    from the seed, the order is one function of the run's seed and the epoch, however many
+    workers or resumes. Of `world_size` processes, rank r takes every world_size-th index (the
+    last `< world_size` dropped, so all ranks step together), so the ranks' batches of a step
+    together are the one-process run's batch. A `DistributedSampler`, so that Lightning leaves
+    it in place under DDP instead of putting its own reshuffling wrapper around it."""
 
-    def __init__(self, samples: SeededSamples) -> None:
+    def __init__(self, samples: SeededSamples, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(samples, num_replicas=world_size, rank=rank, shuffle=False)
         self.samples = samples
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples) // self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
         # The seed of index -1, which no sample has (`SPREAD` is odd: index -> seed is 1-1).
         seed = (self.samples.seed.value - SPREAD) % 2**64
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        return iter(order.tolist())
+        order = torch.randperm(len(self.samples), generator=torch.Generator().manual_seed(seed))
+        world = self.num_replicas
+        return iter(order[self.rank : len(self) * world : world].tolist())
 
 
 class EvalDataLoader(DataLoader):
@@ -123,8 +127,7 @@ class ResumableDataLoader(StatefulDataLoader):
     the main process's RNG states (the batch mixers draw from them), so a mid-epoch resume
     replays the same order, crops and flips. The states are restored once the resumed iterator
     exists (creating it draws a seed). Its worker processes leave stop signals to the run
-    (`reslab.training.stopping.held_from_children`). A `sampler` given replaces the order
-    (Lightning's DDP wrapper of it, as it rebuilds the loader)."""
+    (`reslab.training.stopping.held_from_children`). A `sampler` given replaces the order."""
 
     def __init__(self, samples: SeededSamples, **kwargs: Any) -> None:
         kwargs.setdefault("sampler", EpochOrder(samples))
