@@ -150,15 +150,15 @@ class ResumableDataLoader(StatefulDataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         state = {"loader": super().state_dict(), "rng": rng_states()}
-        return {**state, "key": self.dataset.key, "epoch": self.epoch, "order": "keyed"}
+        return {**state, "key": self.dataset.key, "epoch": self.epoch, "order": "seeded"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "order" not in state_dict:
             drop_drawn_order(state_dict)
             log.warning(
                 "resume: this checkpoint is from an earlier reslab, which drew the epoch's order "
-                "otherwise; the rest of epoch %s follows the keyed order (other samples than "
-                "the interrupted run would have seen), and later epochs are whole",
+                "otherwise; the rest of epoch %s follows the order made from the seed (other "
+                "samples than the interrupted run would have seen), and later epochs are whole",
                 state_dict.get("epoch", "in progress"),
             )
         super().load_state_dict(state_dict["loader"])
