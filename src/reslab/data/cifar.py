@@ -71,9 +71,9 @@ class CIFARDataModule(ClassificationDataModule):
 
     `val_size=5000` holds out a fixed random 5k of the 50k training images (the paper's 45k/5k
     split); `val_size=0` validates on the test set, as the paper's curves do. `pipeline`:
-    `device` (pad-crop-flip on the training device, the fast path on GPU and CPU alike; `seed`
-    drives its shuffling and crops) or `workers` (`num_workers` DataLoader processes, any
-    torchvision augmentation).
+    `device` (pad-crop-flip on the training device, the fast path on GPU and CPU alike) or
+    `workers` (`num_workers` DataLoader processes, any torchvision augmentation); on either,
+    `seed` drives the shuffling and crops.
     """
 
     def __init__(
