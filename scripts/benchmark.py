@@ -407,7 +407,7 @@ def decode_paths(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         if path == "pil":
             transform = build_transform(two_step(dm.train_steps), dm.mean, dm.std)
             dm.train_set = ImageFolder(str(dm.root / "train"), transform, loader=pil_rgb)
-            dm.uint8_batches = False
+            dm.uint8_batches, dm.collate_fn = False, None
         datamodules[path] = dm
     return datamodules
 

@@ -14,12 +14,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from torch.utils.data import default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from reslab.data import ImageFolderDataModule
 from reslab.data.decode import (
     Encoded,
+    Photo,
     Planner,
     collate_encoded,
     decode_rgb,
@@ -255,6 +258,40 @@ def test_decodes_grey_cmyk_and_png_as_rgb_like_pil(tmp_path: Path) -> None:
     for read in (decode_rgb, read_encoded):  # the CPU path's reader, the GPU path's
         with pytest.raises(DataError, match=f"cannot read image {bad}: .*; delete or replace"):
             read(str(bad))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_photos_resized_crop_is_torchvisions_from_a_dense_copy(shape: tuple[int, int]) -> None:
+    """`Photo` sends `resized_crop` to `dense_resized_crop`: torchvision's pixels for crops
+    inside the image and over its edge (padded), up and down, with and without antialiasing,
+    and the result stays a Photo, interleaved in memory as the decoder writes it."""
+    height, width = shape
+    rng = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=rng)
+    photo, image = Photo(pixels.permute(2, 0, 1)), tv_tensors.Image(pixels.permute(2, 0, 1))
+    boxes = [(0, 0, height, width), (11, 23, 150, 201), (height - 50, width - 60, 80, 90)]
+    for box in boxes:
+        for size in ([224, 224], [64, 48], [400, 400]):
+            for antialias in (True, False):
+                ours = TF.resized_crop(photo, *box, size=size, antialias=antialias)
+                theirs = TF.resized_crop(image, *box, size=size, antialias=antialias)
+                assert type(ours) is Photo and torch.equal(ours, theirs), (box, size)
+                assert ours.permute(1, 2, 0).is_contiguous()
+
+
+def test_interleaved_batches_are_default_collates_and_reach_the_model_contiguous(
+    imagefolder_root: Path,
+) -> None:
+    data = dm(imagefolder_root, RECIPES["torchvision_v1"])
+    data.setup("fit")
+    samples = [data.train_set[i] for i in range(8)]
+    assert all(type(image) is Photo for image, _ in samples)
+    x, y = data.collate_fn(samples)
+    ref_x, ref_y = default_collate(samples)
+    assert torch.equal(x, ref_x) and torch.equal(y, ref_y)
+    assert x.permute(0, 2, 3, 1).is_contiguous()  # one row copy per image, no transpose
+    normalised, _ = data.on_after_batch_transfer((x, y), 0)
+    assert normalised.is_contiguous()
 
 
 def test_batches_are_uint8_and_normalised_on_the_device(imagefolder_root: Path) -> None:

@@ -10,7 +10,7 @@ import torchvision
 from torchvision.transforms import v2
 
 from reslab.data import ImageFolderDataModule
-from reslab.data.transforms import Lighting
+from reslab.data.transforms import Lighting, add_rounded
 from reslab.errors import ConfigError, DataError
 
 # augmentation=lowres's parameters: eval resizes the shorter side to 36, then the centre 32.
@@ -83,6 +83,20 @@ def test_lighting_shifts_colours_along_the_principal_components() -> None:
     shift = out - img
     assert shift.abs().sum() > 0 and torch.allclose(shift, shift[:, :1, :1].expand_as(shift))
     assert torch.equal(Lighting(0.0)(img), img)
+
+
+def test_uint8_lighting_is_the_same_in_either_memory_layout() -> None:
+    """Interleaved images (decoded photos) take a faster path than planar ones; both give the
+    float sum rounded and clamped, including shifts past 0 and 255."""
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 37, 51), (3, 224, 224), (2, 3, 20, 20)]:
+        planar = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        interleaved = planar.movedim(-3, -1).contiguous().movedim(-1, -3)
+        for _ in range(10):
+            shift = torch.randn(3, generator=g) * 40
+            ref = (planar.float() + shift.view(3, 1, 1)).round().clamp(0, 255).to(torch.uint8)
+            assert torch.equal(add_rounded(planar, shift), ref)
+            assert torch.equal(add_rounded(interleaved, shift), ref)
 
 
 @pytest.mark.slow

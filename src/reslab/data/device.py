@@ -39,8 +39,10 @@ def crop_flip(images: Tensor, pad: int, flip_p: float, generator: torch.Generato
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 -> float in [0, 1] -> per-channel normalisation, by the same torchvision ops as
-    the CPU path's `build_transform`, so the pixels are bit-identical."""
-    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
+    the CPU path's `build_transform`, so the pixels are bit-identical; contiguous, whatever
+    the layout the loader sent (the module sets the model's: `module.channels_last`)."""
+    floats = TF.to_dtype(images.contiguous(), torch.float32, scale=True)
+    return TF.normalize(floats, list(mean), list(std))
 
 
 class DeviceLoader:

@@ -20,6 +20,7 @@ from reslab.data.decode import (
     Planner,
     check_device_transforms,
     collate_encoded,
+    collate_interleaved,
     decode_rgb,
     device_images,
     read_encoded,
@@ -101,6 +102,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         super().__init__(batch_size, num_workers, mean, std, augmentation, seed)
         self.ten_crop, self.decode = ten_crop, decode
         self.train_steps = [*self.train_augment(), *self.augmentation.train]
+        self.collate_fn = collate_interleaved
         if decode == "gpu":
             if not torch.cuda.is_available():
                 raise ConfigError(

@@ -95,14 +95,22 @@ def shift_colours(img: Tensor, alpha: Tensor) -> Tensor:
     """Add sum_i alpha_i * lambda_i * p_i to every pixel of `img` (float in [0, 1], or uint8
     in [0, 255], rounded), on the image's device."""
     eigvec = torch.tensor(EIGVEC, device=img.device)
-    shift = (eigvec @ (alpha.to(img.device) * torch.tensor(EIGVAL, device=img.device))).view(
-        3, 1, 1
-    )
-    if img.is_floating_point():
-        out = img + shift
-    else:
-        out = (img.float() + 255 * shift).round().clamp(0, 255).to(img.dtype)
+    shift = eigvec @ (alpha.to(img.device) * torch.tensor(EIGVAL, device=img.device))
+    out = img + shift.view(3, 1, 1) if img.is_floating_point() else add_rounded(img, 255 * shift)
     return tv_tensors.wrap(out, like=img) if isinstance(img, tv_tensors.Image) else out
+
+
+def add_rounded(img: Tensor, shift: Tensor) -> Tensor:
+    """uint8 `img` + `shift[c]` on channel c, rounded and clamped. An interleaved (3, H, W)
+    image (a decoded photo's layout) is added as its (H, W * 3) rows plus one row of shifts:
+    broadcasting over its 3-long channel axis instead takes torch's slow, unvectorised loop.
+    The same float ops per pixel either way."""
+    rows = img.movedim(-3, -1)
+    if img.ndim == 3 and rows.is_contiguous():
+        height, width, _ = rows.shape
+        flat = rows.reshape(height, width * 3).float() + shift.repeat(width)
+        return flat.round().clamp(0, 255).to(img.dtype).view(height, width, 3).permute(2, 0, 1)
+    return (img.float() + shift.view(3, 1, 1)).round().clamp(0, 255).to(img.dtype)
 
 
 class Lighting(torch.nn.Module):
