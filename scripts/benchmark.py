@@ -397,8 +397,9 @@ def imagefolder_config(args: argparse.Namespace, decode: str, out: Path) -> Dict
 
 def decode_paths(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Per decode path, its DataModule, set up; `pil` is `decode=cpu`'s with PIL decoding, the
-    two-step resize and crop (`two_step`) and the float conversion and normalisation in the
-    worker, as before `data.decode`. All take the same augmentation."""
+    two-step resize and crop (`two_step`), the float conversion and normalisation in the
+    worker and torch's default collate, as before `data.decode`. All take the same
+    augmentation."""
     paths = ["pil", "cpu"] + (["gpu"] if args.device == "cuda" else [])
     datamodules = {}
     for path in paths:
