@@ -279,17 +279,30 @@ def test_a_photos_resized_crop_is_torchvisions_from_a_dense_copy(shape: tuple[in
                 assert ours.permute(1, 2, 0).is_contiguous()
 
 
-def test_interleaved_batches_are_default_collates_and_reach_the_model_contiguous(
-    imagefolder_root: Path,
+@pytest.mark.parametrize("name", ["torchvision_v1", "paper", "modern"])
+def test_batches_keep_the_cheaper_layout_and_reach_the_model_contiguous(
+    imagefolder_root: Path, name: str
 ) -> None:
-    data = dm(imagefolder_root, RECIPES["torchvision_v1"])
+    """Crops, flips and lighting keep a photo interleaved; a recipe with other transforms
+    (TrivialAugment) takes torchvision's kernels; the images are the plain transforms' either
+    way, the batch is `default_collate`'s, stacked in the images' own layout, and normalised to
+    a contiguous tensor."""
+    train = [*recipe(name)[:-2], v2.TrivialAugmentWide()] if name == "modern" else RECIPES[name]
+    data = dm(imagefolder_root, train)
     data.setup("fit")
+    torch.manual_seed(0)
     samples = [data.train_set[i] for i in range(8)]
-    assert all(type(image) is Photo for image, _ in samples)
+    torch.manual_seed(0)
+    plain = v2.Compose(train)
+    direct = [plain(decode_rgb(path)) for path, _ in data.train_set.samples[:8]]
+    assert all(torch.equal(a, b) for (a, _), b in zip(samples, direct, strict=True))
+    assert all((type(image) is Photo) == (name != "modern") for image, _ in samples)
+    assert all(type(image) is Photo for image, _ in data.val_set)
     x, y = data.collate_fn(samples)
     ref_x, ref_y = default_collate(samples)
     assert torch.equal(x, ref_x) and torch.equal(y, ref_y)
-    assert x.permute(0, 2, 3, 1).is_contiguous()  # one row copy per image, no transpose
+    # interleaved: one row copy per image, no transpose
+    assert x.permute(0, 2, 3, 1).is_contiguous() == (name != "modern")
     normalised, _ = data.on_after_batch_transfer((x, y), 0)
     assert normalised.is_contiguous()
 

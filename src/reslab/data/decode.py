@@ -2,8 +2,9 @@
 (`data.decode=cpu`) or in batches on the GPU by nvJPEG (`data.decode=gpu`).
 
 On the CPU path a photo stays interleaved in memory (H, W, 3, as decoded) through the crop,
-the resize and the batch (`Photo`, `collate_interleaved`): torch's uint8 resize is fastest on
-that layout, and the device makes the batch contiguous as it normalises it.
+the resize, the flip and the lighting, and the batch (`Photo`, `collate_images`): torch's uint8
+resize is fastest on that layout. Recipes with other transforms keep torchvision's kernels
+(`keeps_interleaved`); the device makes the batch contiguous as it normalises it.
 
 The GPU path splits each training transform in two: the workers draw its random parameters
 (`Plan`: the same draws, in the same order, as the transform itself makes on the CPU path, from
@@ -71,22 +72,37 @@ def dense_resized_crop(
     return tv_tensors.wrap(out, like=image)
 
 
-def collate_interleaved(batch: Sequence[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-    """(images, labels), the images stacked as (N, H, W, 3) in memory and handed on as the
-    (N, 3, H, W) view: a row copy per Photo, where `default_collate` would transpose each one
-    to planar byte by byte. `normalize` gives the model a contiguous batch either way."""
+def keeps_interleaved(steps: Sequence[Any]) -> bool:
+    """Whether photos stay interleaved through these training steps: only for crops, resizes,
+    flips and lighting. Other transforms (TrivialAugment's, ...) run slower on that layout than
+    the dense crop saves, so their recipes take torchvision's kernels, planar after the crop."""
+    return all(isinstance(step, (*GEOMETRIC, *FLIPS, Lighting)) for step in steps)
+
+
+def collate_images(batch: Sequence[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    """(images, labels), the images stacked in the layout they come in: interleaved photos as
+    (N, H, W, 3) in memory, handed on as the (N, 3, H, W) view, a row copy each where
+    `default_collate` would transpose each one to planar byte by byte. `normalize` gives the
+    model a contiguous batch either way."""
     images, labels = zip(*batch, strict=True)
+    if images[0].stride(-3) != 1:  # planar
+        return default_collate(images), torch.as_tensor(labels)
     stacked = default_collate([image.movedim(-3, -1) for image in images])
     return stacked.movedim(-1, -3), torch.as_tensor(labels)
 
 
-def decode_rgb(path: str) -> Photo:
+def decode_rgb(path: str) -> tv_tensors.Image:
     """Any JPEG/PNG/WebP/GIF as a uint8 RGB (3, H, W) image (ImageNet holds greyscale and CMYK
     JPEGs, and a PNG named .JPEG); name a bad file."""
     try:
-        return Photo(decode_image(read_file(path), mode=ImageReadMode.RGB))
+        return tv_tensors.Image(decode_image(read_file(path), mode=ImageReadMode.RGB))
     except RuntimeError as e:
         raise DataError(f"cannot read image {path}: {e}; delete or replace the file") from None
+
+
+def decode_photo(path: str) -> Photo:
+    """`decode_rgb`'s image as a `Photo`, for transforms that keep it interleaved."""
+    return Photo(decode_rgb(path))
 
 
 class Encoded(NamedTuple):

@@ -20,9 +20,11 @@ from reslab.data.decode import (
     Planner,
     check_device_transforms,
     collate_encoded,
-    collate_interleaved,
+    collate_images,
+    decode_photo,
     decode_rgb,
     device_images,
+    keeps_interleaved,
     read_encoded,
     unplanned,
 )
@@ -102,7 +104,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         super().__init__(batch_size, num_workers, mean, std, augmentation, seed)
         self.ten_crop, self.decode = ten_crop, decode
         self.train_steps = [*self.train_augment(), *self.augmentation.train]
-        self.collate_fn = collate_interleaved
+        self.collate_fn = collate_images
         if decode == "gpu":
             if not torch.cuda.is_available():
                 raise ConfigError(
@@ -133,7 +135,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         return v2.Compose(steps) if steps else v2.Identity()
 
     def _dataset(self, split: str, transform: Any) -> Dataset:
-        loader = decode_rgb
+        interleaved = split != "train" or keeps_interleaved(self.train_steps)
+        loader = decode_photo if interleaved else decode_rgb
         if self.decode == "gpu":
             loader = read_encoded
             transform = Planner(self.train_steps) if split == "train" else unplanned
