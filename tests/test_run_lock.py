@@ -48,13 +48,14 @@ def test_a_killed_holder_frees_the_dir_though_its_forked_children_live(tmp_path:
         "import os, sys, time; from pathlib import Path; from reslab.runs import lock; "
         "lock.hold(Path(sys.argv[1]), 'run', 'x'); "
         "child = os.fork(); "
-        "child or time.sleep(300); "
-        "print(child, flush=True); time.sleep(300)"
+        "print(child or 'forked', flush=True); time.sleep(300)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True
     )
-    child = int(proc.stdout.readline())
+    # Both lines: the child's comes once its after-fork handlers (which close the lock) ran.
+    lines = {proc.stdout.readline().strip(), proc.stdout.readline().strip()}
+    (child,) = (int(line) for line in lines - {"forked"})
     try:
         proc.kill()
         proc.wait()
