@@ -207,3 +207,30 @@ def test_a_legacy_file_with_a_pickle_or_cut_short_is_refused_in_one_line(
     with pytest.raises(ConfigError, match=rf"^weights={bad} {re.escape(needle)}"):
         checkpoints.load(bad, "weights", weights_only=True)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_held_save_is_written_by_commit_and_dropped_by_discard(tmp_path: Path) -> None:
+    """What `LastCheckpoint` holds until Lightning has logged the step: the state of the save's
+    moment, on disk (with its checksum) only once committed; a later save outside the hold
+    replaces it."""
+    writer, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    state = {"step": torch.tensor(1)}
+    with writer.held():
+        writer.save_checkpoint(state, path)
+    state["step"] += 1  # the held save keeps its moment's state
+    assert not path.exists() and not checksum_file(path).exists()
+    writer.commit()
+    assert torch.load(path)["step"] == 1 and not writer.pending
+    assert checksum_file(path).read_text().startswith(hashlib.sha256(path.read_bytes()).hexdigest())
+
+    with writer.held():
+        writer.save_checkpoint({"step": torch.tensor(2)}, path)
+    writer.discard()
+    writer.commit()
+    assert torch.load(path)["step"] == 1
+
+    with writer.held():
+        writer.save_checkpoint({"step": torch.tensor(3)}, path)
+    writer.save_checkpoint({"step": torch.tensor(4)}, path)
+    writer.commit()
+    assert torch.load(path)["step"] == 4

@@ -172,6 +172,27 @@ def test_a_failed_sweep_job_does_not_stop_the_others_and_a_relaunch_skips_finish
     assert "already finished; skipping" in (done / "train.log").read_text()
 
 
+def test_a_run_resumed_for_longer_keeps_one_best_checkpoint(
+    cifar10_root: Path, tmp_path: Path, train_in_process
+) -> None:
+    """The fit's final `last.ckpt` holds the best checkpoint's record of the final validation,
+    so a run resumed for longer replaces `best.ckpt` when it does better. Before, a periodic
+    save of the fit's last step came before that validation and was kept: the resumed run did
+    not know `best.ckpt` and wrote `best-v1.ckpt` beside it."""
+    run_dir = tmp_path / "run"
+    every = "callbacks.last_checkpoint.every_n_train_steps=2"
+    args = [*FIT_ONLY, every, f"hydra.run.dir={run_dir}"]
+    for steps, more in ((2, []), (4, ["resume=true"])):
+        run = train_in_process([*args, f"trainer.max_steps={steps}", *more], cifar10_root)
+        assert run.code == 0, run.err[-3000:]
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    assert names == ["best.ckpt", "last.ckpt"]
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        first, second = [float(r["val/err"]) for r in csv.DictReader(f) if r["val/err"]]
+    best = step(run_dir / "checkpoints" / "best.ckpt")
+    assert best == (4 if second < first else 2)
+
+
 def test_an_epoch_bounded_run_resumed_with_more_epochs_continues(
     cifar10_root: Path, tmp_path: Path, train_in_process
 ) -> None:

@@ -1,9 +1,10 @@
 """Stopping cleanly: SIGINT and SIGTERM during training, validation, test and a checkpoint
-save, kill -9 during a save, a full disk as `summary.json` is written, and a 2-job local
-sweep stopped by SIGINT (to its process group, as Ctrl-C) and SIGTERM (to the launcher
-alone), each resumed to completion. The faults come at an exact moment from inside the run
-(`fault_injection`), as real signals. After each: every checkpoint loads, `metrics.csv` holds
-each training step once and none past the checkpoint, and `summary.json` says what happened."""
+save, kill -9 during a save and right after one, a full disk as `summary.json` is written,
+and a 2-job local sweep stopped by SIGINT (to its process group, as Ctrl-C) and SIGTERM (to
+the launcher alone), each resumed to completion. The faults come at an exact moment from
+inside the run (`fault_injection`), as real signals. After each: every checkpoint loads,
+`metrics.csv` holds each training step once and none past the checkpoint, and `summary.json`
+says what happened."""
 
 from __future__ import annotations
 
@@ -363,3 +364,34 @@ def test_a_ddp_process_that_dies_fails_the_run_in_one_line_and_resume_continues(
     assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
     assert record(run_dir)["status"] == "completed"
     check_left_whole(run_dir, 20)
+
+
+def kill_after_write(write: int) -> list[str]:
+    return [f"trainer.plugins=[{{_target_:helpers.fault_injection.KillAfterWrite,write:{write}}}]"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("every", "write", "step"),
+    [(7, 1, 7), (7, 2, 10), (5, 2, 10)],
+    ids=["mid-epoch", "after-validation", "periodic-at-the-epochs-last-batch"],
+)
+def test_kill_9_right_after_a_checkpoint_is_written_loses_no_metrics_row(
+    every: int, write: int, step: int, full: Path, cifar10_root: Path, tmp_path: Path
+) -> None:
+    """kill -9 the moment a `last.ckpt` is on disk: at step 7 (mid-epoch), after the epoch's
+    validation (step 10), and at step 10 as a periodic save of the epoch's last batch. The
+    resumed run's metrics.csv is the uninterrupted run's, row for row. Lightning logs a step's
+    row, and an epoch's validation and training scores, after the hooks that save; a
+    checkpoint written there, and a kill before the logging, lost those rows, since the
+    resumed run starts after them."""
+    run_dir = tmp_path / "run"
+    key = "callbacks.last_checkpoint.every_n_train_steps="
+    args = [*(a for a in ARGS if not a.startswith(key)), f"{key}{every}"]
+    args.append(f"hydra.run.dir={run_dir}")
+    proc = start([*args, *kill_after_write(write)], cifar10_root, tmp_path)
+    assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()[-3000:]
+    assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") == step
+    again = start([*args, "resume=true"], cifar10_root, tmp_path)
+    assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
+    check_equal(run_dir, full)

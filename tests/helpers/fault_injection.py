@@ -17,6 +17,7 @@ from unittest import mock
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from reslab.runs import layout as run_layout
 from reslab.runs.checkpoints import AtomicCheckpointIO
 
 
@@ -58,18 +59,18 @@ class SignalAt(Callback):
 
 
 class SignalDuringSave(AtomicCheckpointIO):
-    """reslab's checkpoint writer, sending `sig` to its own process during save number `save`
-    (1-based): once the new file is complete beside the target, before it replaces the old
-    one, the last moment a crash can hit."""
+    """reslab's checkpoint writer, sending `sig` to its own process during the writing of
+    checkpoint file number `save` (1-based): once the new file is complete beside the target,
+    before it replaces the old one, the last moment a crash can hit."""
 
     def __init__(self, save: int, sig: str) -> None:
         super().__init__()
         self.save, self.sig, self.saves = save, signal.Signals[sig], 0
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options=None) -> None:
+    def write(self, path: Path, data: bytes) -> None:
         self.saves += 1
         if self.saves != self.save:
-            return super().save_checkpoint(checkpoint, path, storage_options)
+            return super().write(path, data)
         replace = os.replace
 
         def signal_then_replace(src: Any, dst: Any) -> None:
@@ -77,7 +78,23 @@ class SignalDuringSave(AtomicCheckpointIO):
             replace(src, dst)
 
         with mock.patch("reslab.runs.atomic.os.replace", signal_then_replace):
-            super().save_checkpoint(checkpoint, path, storage_options)
+            super().write(path, data)
+
+
+class KillAfterWrite(AtomicCheckpointIO):
+    """reslab's checkpoint writer, killing its own process (SIGKILL: nothing else runs) the
+    moment `last.ckpt` number `write` (1-based) and its checksum are on disk."""
+
+    def __init__(self, write: int) -> None:
+        super().__init__()
+        self.after, self.writes = write, 0
+
+    def write(self, path: Path, data: bytes) -> None:
+        super().write(path, data)
+        if path.name == f"{run_layout.LAST}.ckpt":
+            self.writes += 1
+            if self.writes == self.after:
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 class FillDiskAt(Callback):

@@ -3,6 +3,7 @@ loader that checks it and whose errors name the file and the fix (`ckpt_path`, `
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -10,6 +11,7 @@ import logging
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Damaged bytes inside an intact zip (a bad disk sector, a faulty copy) load without an error
     and train on garbage; `<file>.sha256` (`sha256sum -c` reads it) lets every read find them.
     It lists the new digest and the previous one while the checkpoint is replaced, then the new
-    one alone, so a crash at any point leaves a checkpoint that matches its checksum file."""
+    one alone, so a crash at any point leaves a checkpoint that matches its checksum file.
+
+    A save inside `held()` is serialised at once (the state of that moment) and written by
+    `commit()`, or dropped by `discard()`: Lightning logs a step's metrics after the hooks that
+    save, so a checkpoint on disk before them, and a kill in between, lost those rows
+    (`reslab.training.callbacks.LastCheckpoint` commits once they are logged)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._holding = False
+        self.pending: dict[Path, bytes] = {}
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Saves made inside wait for `commit()`."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
@@ -47,8 +68,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        data = buffer.getvalue()
         path = Path(path)
+        if self._holding:
+            self.pending[path] = buffer.getvalue()
+            return
+        self.pending.pop(path, None)  # superseded by this newer save
+        self.write(path, buffer.getvalue())
+
+    def commit(self) -> None:
+        """Write the held saves."""
+        while self.pending:
+            self.write(*self.pending.popitem())
+
+    def discard(self) -> None:
+        """Drop the held saves: the files on disk stay as they are."""
+        self.pending.clear()
+
+    def write(self, path: Path, data: bytes) -> None:
+        """`data` (a serialised checkpoint) to `path`, with its checksum beside it."""
         sums = run_layout.checksum_file(path)
         new = hashlib.sha256(data).hexdigest()
         previous = []

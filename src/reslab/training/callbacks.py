@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from torch import Tensor
 
 from reslab.errors import ConfigError, ReslabError
 from reslab.runs import layout as run_layout
+from reslab.runs.checkpoints import AtomicCheckpointIO
 from reslab.training import stopping
 from reslab.training.distributed import shares_a_terminal
 from reslab.training.scores import TRAIN_ERR, TRAIN_ERR_EPOCH, TRAIN_ERR_STEP, TRAIN_LOSS, VAL_ERR
@@ -41,7 +44,14 @@ class LastCheckpoint(ModelCheckpoint):
     `save_on_exception` would also save the weights of a run stopped for diverging. Writes go
     through `reslab.runs.checkpoints.AtomicCheckpointIO`. `_last_global_step_saved` is
     ModelCheckpoint's own record of its last save (no public accessor), shared with its
-    periodic saves so a step is never written twice."""
+    periodic saves so a step is never written twice.
+
+    Lightning logs a step's metrics, and an epoch's validation and training scores, after the
+    hooks that save, and a resumed run starts after the checkpoint's step: so a save is held
+    (`AtomicCheckpointIO.held`) and written as the next batch or epoch starts, when training
+    ends, or when a stop signal ends the run, once those rows are in `metrics.csv`. A crash
+    before that leaves the previous `last.ckpt`, from which the resumed run logs the steps
+    again."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
         super().__init__(
@@ -56,28 +66,61 @@ class LastCheckpoint(ModelCheckpoint):
             enable_version_counter=False,
         )
         self.save_for_stop = False  # set by StopOnSignal for this batch's end
+        self._stop_step: int | None = None  # the step of the save for a stop, until written
+        # A save is held, on every rank (rank 0 alone writes, so only it holds the bytes).
+        self._unwritten = False
 
     @property
     def path(self) -> Path:
         return Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")
 
     def save_now(self, trainer: L.Trainer) -> None:
-        # Lightning's rule: not twice for one step, nor with fast_dev_run.
-        if not self._should_skip_saving_checkpoint(trainer):
+        # Lightning's rule: not twice for one step, nor with fast_dev_run; but a held save of
+        # this step is not on disk yet, and a new one holds what came after it (validation:
+        # the best checkpoint's record, the plateau schedule).
+        if self._unwritten or not self._should_skip_saving_checkpoint(trainer):
             trainer.save_checkpoint(self.path, weights_only=False)
             self._last_global_step_saved = trainer.global_step
             self.last_model_path = str(self.path)
 
+    @staticmethod
+    def _writer(trainer: L.Trainer) -> AtomicCheckpointIO | None:
+        writer = trainer.strategy.checkpoint_io
+        return writer if isinstance(writer, AtomicCheckpointIO) else None
+
+    @contextlib.contextmanager
+    def _held(self, trainer: L.Trainer) -> Iterator[None]:
+        writer = self._writer(trainer)
+        if writer is None:
+            yield
+            return
+        saved = self._last_global_step_saved
+        with writer.held():
+            yield
+        self._unwritten |= self._last_global_step_saved != saved
+
+    def _commit(self, trainer: L.Trainer) -> None:
+        if writer := self._writer(trainer):
+            writer.commit()
+        self._unwritten = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._commit(trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._commit(trainer)
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        super().on_train_batch_end(trainer, *args, **kwargs)
-        if self.save_for_stop:
-            self.save_now(trainer)
-            log.warning(
-                "saved %s at step %d; continue with resume=true in this run dir",
-                self.path,
-                trainer.global_step,
-            )
-            self.save_for_stop = False
+        with self._held(trainer):
+            super().on_train_batch_end(trainer, *args, **kwargs)
+            if self.save_for_stop:
+                self.save_now(trainer)
+                self.save_for_stop = False
+                self._stop_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with self._held(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # ModelCheckpoint saves here only without `every_n_train_steps`; `last.ckpt` is
@@ -87,11 +130,31 @@ class LastCheckpoint(ModelCheckpoint):
         # resumed from the fit's last save does not add back (it logged its steps one off).
         if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
             return
-        super().on_validation_end(trainer, pl_module)
-        self.save_now(trainer)
+        with self._held(trainer):
+            super().on_validation_end(trainer, pl_module)
+            self.save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.save_now(trainer)
+        self.save_now(trainer)  # written at once: the fit's last rows are logged
+        self._commit(trainer)  # it replaced any held save
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # A stop ends the run as a batch starts, the stopped batch's rows logged; any other
+        # exception may come between a save and its rows.
+        if isinstance(exception, stopping.Stopped):
+            self._commit(trainer)
+            if self._stop_step is not None:
+                log.warning(
+                    "saved %s at step %d; continue with resume=true in this run dir",
+                    self.path,
+                    self._stop_step,
+                )
+        elif writer := self._writer(trainer):
+            writer.discard()
+        self._stop_step, self._unwritten = None, False
+        super().on_exception(trainer, pl_module, exception)
 
 
 class StopOnSignal(Callback):

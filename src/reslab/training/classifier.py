@@ -71,6 +71,7 @@ class ImageClassifier(L.LightningModule):
         # among its modules ("train" cannot name a ModuleDict entry: it is Module.train).
         views = [view for stage in self.epoch_scores.values() for view in stage.values()]
         self.metrics = nn.ModuleList([*self.scores.values(), *views])
+        self.epoch_trained = False  # the epoch's last training batch is done
 
     @property
     def num_classes(self) -> int:
@@ -122,6 +123,7 @@ class ImageClassifier(L.LightningModule):
             self._log(self.scores["window"], "train", "_step", on_step=True)
         if last or (steps and step >= trainer.max_steps > 0):
             self._log(self.scores["train"], "train", "_epoch", on_step=False)
+        self.epoch_trained = last
         return {"loss": loss, "err": scores.error}
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -162,9 +164,12 @@ class ImageClassifier(L.LightningModule):
             self.log(key, view, on_step=False, on_epoch=True, prog_bar=key == VAL_ERR)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A run resumed mid-epoch continues the epoch's training scores.
-        for stage in ("train", "window"):
-            checkpoint[f"{stage}_scores"] = self.scores[stage].metric_state
+        # A run resumed mid-epoch continues the epoch's training scores. One saved after the
+        # epoch's last batch (at its validation's end) still holds the whole epoch's sums,
+        # which Lightning resets only after logging them; its resume starts the next epoch.
+        checkpoint["window_scores"] = self.scores["window"].metric_state
+        if not self.epoch_trained:
+            checkpoint["train_scores"] = self.scores["train"].metric_state
 
     def check_architecture(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one line, a checkpoint of another architecture (before Lightning loads
