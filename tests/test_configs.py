@@ -185,10 +185,17 @@ def test_trainer_logger_callback_configs(tmp_path: Path, trainer: str, logger: s
 def test_global_configs(tmp_path: Path, group: str, imagefolder_root: Path) -> None:
     for name in options(group):
         cfg = compose_train(tmp_path, [f"{group}={name}"])
-        if "ImageFolder" in cfg.data._target_:
+        photos = "ImageFolder" in cfg.data._target_
+        if photos:
             with open_dict(cfg):
                 cfg.data.root, cfg.data.num_classes = str(imagefolder_root), 4
-        assert isinstance(build_datamodule(cfg), L.LightningDataModule), name
+                cfg.data.batch_size, cfg.data.num_workers = 2, 0
+        data = build_datamodule(cfg)
+        assert isinstance(data, L.LightningDataModule), name
+        if photos:  # photos of several sizes make one batch of the recipe's size
+            data.setup("fit")
+            x, _ = next(iter(data.train_dataloader()))
+            assert x.shape == (2, 3, cfg.augmentation.size, cfg.augmentation.size), name
         assert isinstance(build_module(cfg), ImageClassifier), name
         trainer = build_trainer(cfg)
         assert isinstance(trainer, L.Trainer), name
@@ -256,6 +263,23 @@ def test_degradation_sweeps_plain_and_residual_twins(tmp_path: Path) -> None:
     assert cfg.model.shortcut == "A" and "gradient_diagnostics" in cfg.callbacks
     assert imagenet.hydra.sweeper.params["model.depth"] == "18,34"
     assert imagenet.data._target_.endswith("ImageFolderDataModule")
+
+
+def test_imagenet_data_trains_with_the_papers_augmentation_unless_another_is_chosen(
+    tmp_path: Path,
+) -> None:
+    def picked(overrides: list[str]) -> tuple[str, str]:
+        with initialize_config_module("reslab.configs", version_base="1.3"):
+            cfg = compose("train", overrides, return_hydra_config=True)
+        return cfg.hydra.runtime.choices.augmentation, cfg.hydra.runtime.choices.scheduler
+
+    assert picked([]) == ("cifar", "cifar_paper")
+    assert picked(["data=imagenet"])[0] == picked(["data=imagefolder"])[0] == "paper"
+    assert picked(["data=imagefolder", "augmentation=lowres"])[0] == "lowres"
+    assert picked(["augmentation=modern", "data=imagenet"])[0] == "modern"
+    assert picked(["experiment=imagenet_torchvision_v1"])[0] == "torchvision_v1"
+    # Figure 4's sweep trains with the paper's ImageNet recipe, not CIFAR's.
+    assert picked(["experiment=imagenet_degradation"]) == ("paper", "plateau")
 
 
 def test_local_parallel_launcher_config(tmp_path: Path) -> None:

@@ -7,11 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from helpers.runs import compose_run
+from omegaconf import DictConfig
 from torchvision.transforms import v2
 
+from reslab.commands import eval as reslab_eval
 from reslab.data import ImageFolderDataModule
 from reslab.data.transforms import Lighting, add_rounded
 from reslab.errors import ConfigError, DataError
+from reslab.training.builders import build_datamodule, build_module, build_trainer
 
 # augmentation=lowres's parameters: eval resizes the shorter side to 36, then the centre 32.
 SMALL = {
@@ -58,6 +62,59 @@ def test_missing_and_unreadable_data_name_the_path(tmp_path: Path, imagefolder_r
     index = [p for p, _ in data.val_set.samples].index(str(bad))
     with pytest.raises(DataError, match=f"cannot read image {bad}"):
         data.val_set[index]
+
+
+@pytest.mark.parametrize("name", reslab_eval.options("augmentation"))
+def test_photos_batch_with_each_photo_augmentation_and_cifar_ones_are_refused(
+    imagefolder_root: Path, tmp_path: Path, name: str
+) -> None:
+    """The fixture's photos have several sizes: a recipe crops them to its size, or, without
+    one (CIFAR's), the DataModule refuses it at construction, before any compute."""
+    overrides = ["data=imagefolder", f"data.root={imagefolder_root}", f"augmentation={name}"]
+    cfg = compose_run(tmp_path, tmp_path, [*overrides, "data.batch_size=4", "data.num_workers=0"])
+    if "size" not in cfg.augmentation:
+        with pytest.raises(
+            ConfigError, match=r"^augmentation\.size is not set, .* use augmentation=paper"
+        ):
+            build_datamodule(cfg)
+        return
+    data = build_datamodule(cfg)
+    data.setup("fit")
+    size = cfg.augmentation.size
+    for loader in (data.train_dataloader(), data.val_dataloader()):
+        x, _ = next(iter(loader))
+        assert x.shape == (4, 3, size, size) and x.dtype == torch.uint8
+    cfg = compose_run(tmp_path, tmp_path, [*overrides, "+augmentation.flip=0.5"])
+    with pytest.raises(ConfigError, match=r"augmentation\.flip=0\.5 are CIFAR's pad-crop-flip"):
+        build_datamodule(cfg)
+
+
+def evaluated(tmp_path: Path, overrides: list[str], stored: dict) -> DictConfig:
+    """The run config `reslab-eval OVERRIDES` scores with, the checkpoint `stored` given."""
+    cfg = compose_run(tmp_path / "eval", tmp_path, overrides, name="eval")
+    return reslab_eval.run_config(cfg, stored)
+
+
+def test_eval_keeps_a_checkpoints_augmentation_when_the_data_is_chosen_again(
+    imagefolder_root: Path, tmp_path: Path
+) -> None:
+    """data=imagefolder implies augmentation=paper, but only where nothing is stored: a run
+    trained at 32 px is scored at 32 px, with the values given on the command line on top."""
+    folder = ["data=imagefolder", f"data.root={imagefolder_root}"]
+    run = compose_run(tmp_path / "run", tmp_path, [*folder, "augmentation=lowres"])
+    trainer = build_trainer(run)
+    trainer.strategy.connect(build_module(run))
+    trainer.save_checkpoint(tmp_path / "run.ckpt", weights_only=True)
+    stored = torch.load(tmp_path / "run.ckpt", weights_only=True)
+    ckpt = f"ckpt_path={tmp_path / 'run.ckpt'}"
+    assert evaluated(tmp_path, [ckpt, *folder], stored).augmentation.size == 32
+    resized = evaluated(tmp_path, [ckpt, *folder, "augmentation.resize=40"], stored).augmentation
+    assert (resized.size, resized.resize) == (32, 40)
+    assert (
+        evaluated(tmp_path, [ckpt, *folder, "augmentation=paper"], stored).augmentation.size == 224
+    )
+    weights = ["weights=w.pth", "model=resnet18", *folder]
+    assert evaluated(tmp_path, weights, {}).augmentation.size == 224  # nothing stored: paper's
 
 
 def test_mixup_cutmix_mix_training_batches_only(imagefolder_root: Path) -> None:

@@ -69,10 +69,22 @@ def _expanded(node: Any, root: DictConfig) -> Any:
     return node
 
 
+def command_line() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def chosen() -> dict[str, str]:
-    """The groups of CHOSEN_GROUPS picked on this eval's command line (`data=cifar10`)."""
+    """The groups of CHOSEN_GROUPS picked on this eval's command line (`data=cifar10`), not
+    those a picked group implies (data=imagenet's augmentation)."""
     here = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return {g: here[g] for g in CHOSEN_GROUPS if here.get(g) is not None}
+    picked = {m[1] for o in command_line() if (m := re.match(r"[+~]*([\w/]+)=", o))}
+    return {g: here[g] for g in CHOSEN_GROUPS if g in picked and here.get(g) is not None}
+
+
+def given_values(group: str) -> list[str]:
+    """The keys of `group` set one by one on this eval's command line (`augmentation.size`)."""
+    keys = (re.match(r"[+~]*([\w.]+)=", o) for o in command_line())
+    return [m[1] for m in keys if m and m[1].startswith(f"{group}.")]
 
 
 def values_on_top(argv: list[str]) -> list[str]:
@@ -121,10 +133,11 @@ def stored_run(cfg: DictConfig, hparams: Any) -> DictConfig:
     # eval's own replace them below.
     every = [f"{g}=[{','.join(options(g))}]" for g in ("callbacks", "logger")]
     schema = compose_train([*overrides, *every])
+    stored = {k: v for k, v in stored.items() if k not in here}  # replaced whole, not checked
     moved_targets(stored)
     trusted_values(stored, _expanded(OmegaConf.to_container(schema), schema), "", source)
     moved_data(stored)
-    stored = {k: v for k, v in stored.items() if k not in FROM_EVAL and k not in here}
+    stored = {k: v for k, v in stored.items() if k not in FROM_EVAL}
     with open_dict(schema):
         merged = OmegaConf.merge(schema, stored)
     merged.weights = None  # a fine-tuned run's start: the checkpoint replaces it
@@ -144,13 +157,16 @@ def run_config(cfg: DictConfig, stored: Any) -> DictConfig:
     else:
         if "model" not in here or "data" not in here:
             raise ConfigError("weights=... needs model=<name> and data=<name> (e.g. resnet50)")
-        merged = OmegaConf.create({"seed": 0, "augmentation": None})
+        merged = OmegaConf.create({"seed": 0})
+        # No stored run: a group the picked ones imply (data=imagenet's augmentation) counts.
+        here = dict.fromkeys(CHOSEN_GROUPS, "")
     with open_dict(merged):
         for key in CHOSEN_GROUPS:
             if key in here:  # the chosen group, with any values given for it
-                merged[key] = cfg[key]
-            elif cfg.get(key) is not None:  # values over the stored run's
-                merged[key] = OmegaConf.merge(merged.get(key) or {}, cfg[key])
+                merged[key] = cfg.get(key)
+                continue
+            for path in given_values(key):  # values over the stored run's
+                OmegaConf.update(merged, path, OmegaConf.select(cfg, path), force_add=True)
         for key in FROM_EVAL:
             merged[key] = cfg.get(key)
         if cfg.ten_crop:

@@ -70,6 +70,22 @@ def count_classes(root: str, format: str = "folder") -> int:
     return len(train)
 
 
+def check_photo_augmentation(augmentation: Augmentation) -> None:
+    """Photos come in many sizes: they batch only once cropped to `augmentation.size`. CIFAR's
+    pad-crop-flip numbers (`pad`, `flip`) are not read here, so they are refused, not ignored."""
+    if not augmentation.size:
+        raise ConfigError(
+            "augmentation.size is not set, so photos of different sizes cannot be batched; use "
+            "augmentation=paper (the paper's), torchvision_v1, modern or lowres with ImageNet data"
+        )
+    if augmentation.pad or augmentation.flip:
+        raise ConfigError(
+            f"augmentation.pad={augmentation.pad} and augmentation.flip={augmentation.flip} are "
+            "CIFAR's pad-crop-flip, which ImageNet data does not run; set both to 0 (flips go in "
+            "augmentation.train, as in augmentation=paper)"
+        )
+
+
 class ImageFolderDataModule(ClassificationDataModule):
     """`root/train/<class>/*.JPEG` and `root/val/<class>/*.JPEG` (format `folder`), or the
     official ILSVRC2012 archives in `root` through torchvision's ImageNet (format
@@ -113,6 +129,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 )
             check_device_transforms(self.train_steps)
             self.collate_fn = collate_encoded
+        check_photo_augmentation(self.augmentation)
         size = self.augmentation.size
         self.input_size = (3, size, size) if size else None
         self.root, self.format = Path(root).expanduser(), format
