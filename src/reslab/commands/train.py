@@ -23,7 +23,7 @@ from reslab.runs import layout as run_layout
 from reslab.runs import record as run_record
 from reslab.runs.dirs import expand_resume, shown
 from reslab.training import stopping
-from reslab.training.builders import build_datamodule, build_module, build_trainer
+from reslab.training.builders import CHOICES, build_datamodule, build_module, build_trainer
 from reslab.training.callbacks import duration
 from reslab.training.distributed import lost_process_named
 from reslab.training.loggers import ResumableCSVLogger
@@ -67,6 +67,8 @@ def print_config(cfg: DictConfig, run_dir: Path) -> None:
     runtime = HydraConfig.get() if HydraConfig.initialized() else None
     chosen = (runtime.runtime.choices if runtime else {}).items()
     choices = {k: v for k, v in reversed(chosen) if not k.startswith("hydra") and v is not None}
+    first = {group: i for i, group in enumerate(CHOICES)}  # model, data, augmentation, ...
+    choices = dict(sorted(choices.items(), key=lambda kv: first.get(kv[0], len(first))))
     lines = ["config: " + " ".join(f"{k}={v}" for k, v in choices.items())]
     if runtime and runtime.overrides.task:
         # A sweep's jobs get their values back from Hydra as Python writes them (`False`).
