@@ -253,3 +253,35 @@ def test_training_curves_are_smoothed_only_where_they_have_points_to_spare() -> 
 
     assert wiggle(smoothed) < wiggle(long) / 2
     assert smoothed[-1][1] < smoothed[0][1] - 30
+
+
+@pytest.mark.parametrize(
+    ("data", "official"),
+    [
+        ({"format": "ilsvrc2012"}, True),
+        ({"format": "folder"}, False),
+        ({"verify_md5": True}, True),
+        ({"verify_md5": False}, False),
+    ],
+)
+def test_the_papers_column_needs_the_official_files(
+    tmp_path: Path, data: dict, official: bool
+) -> None:
+    """ImageNet read from its archives (md5-checked as they unpack) or CIFAR that passed the md5
+    check gets the paper's column; a folder of JPEGs or unchecked CIFAR files are named as the
+    reason it is left out."""
+    from omegaconf import OmegaConf
+
+    from reslab.commands.report import report
+
+    for job, residual in enumerate((False, True)):
+        run_dir = tmp_path / "sweep" / f"{job}_run"
+        (run_dir / ".hydra").mkdir(parents=True)
+        config = {"model": {"depth": 18, "residual": residual}, "data": data}
+        OmegaConf.save({**config, "paper_error": {18: 27.88}}, run_dir / ".hydra" / "config.yaml")
+        record = {"status": "completed", "test_err": 30.0 + job, "test_weights": "final"}
+        (run_dir / "summary.json").write_text(json.dumps({**record, "val_is_test": True}))
+    table = (report(tmp_path / "sweep") / "table.md").read_text()
+    assert ("| 27.88 |" in table) is official
+    why = "folder of JPEGs" if "format" in data else "data.verify_md5=false"
+    assert ("The paper's column is left out" in table and why in table) is not official
