@@ -125,7 +125,7 @@ def test_a_signal_in_training_saves_last_ckpt_and_resume_equals_an_uninterrupted
     args = [*ARGS, f"hydra.run.dir={run_dir}"]
     run = train_in_process([*args, *signal_at(hook, at, sig)], cifar10_root, tmp_path)
     assert run.code == 128 + signal.Signals[sig], run.err[-3000:]
-    assert f"reslab: stopped by {sig} (training); continue it with resume=true" in run.err
+    assert f"reslab: stopped by {sig} (training); continue it with resume={run_dir}" in run.err
     assert record(run_dir) == {
         "run_name": "resnet-8_seed0",
         "status": "interrupted",
@@ -356,7 +356,7 @@ def test_a_ddp_process_that_dies_fails_the_run_in_one_line_and_resume_continues(
     assert group_ended(proc.pid)
     (line,) = [ln for ln in err.splitlines() if ln.startswith("reslab:")]
     assert "the DDP process of local rank 1 (pid " in line and "was killed by SIGKILL" in line
-    assert line.endswith("resume=true continues it from its last.ckpt"), line
+    assert line.endswith(f"resume={run_dir} continues it from its last.ckpt"), line
     failed = record(run_dir)
     assert failed["status"] == "failed" and "killed by SIGKILL" in failed["error"]
     assert ckpt_step(run_dir / "checkpoints" / "last.ckpt") == 5

@@ -119,3 +119,38 @@ def test_two_torchrun_nodes_train_one_run(tmp_path: Path) -> None:
     alone = last_of(one_run_dir(tmp_path / "one"))
     epochs = [torch.load(p, weights_only=False)["epoch"] for p in (last_of(run_dir), alone)]
     assert epochs[0] == epochs[1] == 2
+
+
+@pytest.mark.slow
+def test_a_rank_killed_under_torchrun_fails_the_run_in_one_line_and_resume_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of rank 1 (the OOM killer): rank 0 met gloo's broken-collective traceback and
+    recorded that line. Its launcher, not this process, knows which rank ended; rank 0 says a
+    process ended, how it learned it, and how to continue."""
+    data = write_cifar10(tmp_path / "data", per_batch=20, test=40)
+    logs = tmp_path / "logs"
+    launch = ["--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
+    args = [*DDP, "trainer.devices=2", *TINY, "augmentation=none", "trainer.max_steps=12"]
+    args.append("test=false")
+    fault = "+callbacks.fault"
+    kill = [f"{fault}._target_=helpers.fault_injection.SignalAt", f"{fault}.step=7",
+            f"{fault}.hook=on_train_batch_start", f"{fault}.sig=SIGKILL",
+            f"{fault}.rank=1"]  # fmt: skip
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the fault injector
+    proc = torchrun(launch, [*args, *kill], data, logs, tmp_path)
+    out = output(proc, 300)
+    assert proc.returncode != 0
+    run_dir = one_run_dir(logs)
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("reslab:")]
+    assert line.startswith("reslab: another process of this DDP run ended (gloo: Conn"), line
+    shown = run_dir.relative_to(tmp_path)  # as typed in the launch's working directory
+    assert line.endswith(f"resume={shown} continues it from its last.ckpt"), line
+    assert "Error executing job" not in out  # no traceback of rank 0's
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and line.removeprefix("reslab: ") in summary["error"]
+    resume = [*args, f"hydra.run.dir={run_dir}", "resume=true"]
+    launch[-1] = f"--master-port={free_port()}"
+    finish(torchrun(launch, resume, data, logs, tmp_path))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 12

@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise stopping.Stopped(signum, "training") from None
     except stopping.Stopped as stop:
         run_record.write_interrupted(cfg, stop)
-        stop.advice = "continue it with resume=true"
+        stop.advice = f"continue it with {resume_option(cfg)}"
         raise
 
 
@@ -132,7 +132,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 logger.resume_at(stored["global_step"])
     print_config(cfg, Path(cfg.paths.output_dir))
     start = time.time()
-    with stopping.deferred(), lost_process_named(trainer):
+    with stopping.deferred(), lost_process_named(trainer, resume_option(cfg)):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         stopping.raise_if_requested("after training", trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -155,6 +155,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info("%s", outcome(record, Path(cfg.paths.output_dir)))
     return record
+
+
+def resume_option(cfg: DictConfig) -> str:
+    """What continues this run from its `last.ckpt`, as the user types it."""
+    return f"resume={shown(Path(cfg.paths.output_dir))}"
 
 
 def outcome(record: dict[str, Any], run_dir: Path) -> str:

@@ -130,9 +130,14 @@ class HydraDDPStrategy(DDPStrategy):
         processes leave Lightning's watcher (it holds this list), which would kill this one as
         it writes the run's record and says why."""
         super().on_exception(exception)
-        procs = getattr(self.launcher, "procs", None)
-        if not isinstance(exception, Exception) or not procs:
+        if not isinstance(exception, Exception):
             return  # a stop signal: every rank stops by itself
+        procs = getattr(self.launcher, "procs", None)
+        if not procs:  # started by torchrun or srun, or a rank Lightning started
+            peer = broken_collective(exception)
+            if peer:
+                self.lost = f"another process of this DDP run ended ({peer}; its launcher names it)"
+            return
         self.lost = ended(procs)
         children = list(procs)
         procs.clear()
@@ -164,6 +169,22 @@ def ended(procs: list) -> str | None:
     return "; ".join(lost) or None
 
 
+# How gloo says that the process at the other end of a collective is gone.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def broken_collective(error: BaseException | None) -> str | None:
+    """gloo's words for a collective broken by another process's end ("Connection closed by
+    peer [10.0.0.2]:4321"), without its source path and advice; None for any other error."""
+    while error is not None:
+        text = str(error)
+        for words in _PEER_GONE:
+            if words in text:
+                return "gloo: " + text[text.index(words) :].split(". ")[0].strip()
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -172,7 +193,7 @@ def signal_name(signum: int) -> str:
 
 
 @contextlib.contextmanager
-def lost_process_named(trainer: Trainer) -> Iterator[None]:
+def lost_process_named(trainer: Trainer, resume: str) -> Iterator[None]:
     """This process's failure, when another process of the run ended first and caused it, is
     one line naming that process (`RunFailed`), not the broken collective's traceback."""
     try:
@@ -182,6 +203,6 @@ def lost_process_named(trainer: Trainer) -> Iterator[None]:
         if lost is None:
             raise
         raise RunFailed(
-            f"{lost}, so the run stopped at step {trainer.global_step}; resume=true continues it "
+            f"{lost}, so the run stopped at step {trainer.global_step}; {resume} continues it "
             "from its last.ckpt"
         ) from e
