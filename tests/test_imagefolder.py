@@ -133,6 +133,23 @@ def test_mixup_cutmix_mix_training_batches_only(imagefolder_root: Path) -> None:
     assert data.on_after_batch_transfer((x, y), 0)[1] is y
 
 
+def test_mixup_and_cutmix_train_with_the_model_summary_on(
+    imagefolder_root: Path, tmp_path: Path, train_in_process
+) -> None:
+    """`augmentation=modern` through the CLI with the default callbacks: the model summary's
+    example input (one tensor, no labels) passes the batch hook as training starts."""
+    run = train_in_process(
+        ["data=imagefolder", f"data.root={imagefolder_root}", "data.num_workers=0",
+         "data.batch_size=8", "model=resnet18", "augmentation=modern", "augmentation.size=32",
+         "augmentation.resize=36", "trainer.max_steps=2", "test=false"],
+        imagefolder_root,
+        tmp_path,
+    )  # fmt: skip
+    assert run.code == 0, run.err[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
+
+
 def test_lighting_shifts_colours_along_the_principal_components() -> None:
     torch.manual_seed(0)
     img = torch.full((3, 4, 4), 0.5)

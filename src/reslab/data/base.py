@@ -146,8 +146,11 @@ class ClassificationDataModule(L.LightningDataModule):
         self.mixer = batch_mixer(self.augmentation, self.num_classes)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Lightning's model summary sends its example input (a float tensor) through here too.
-        if self.uint8_batches and isinstance(batch, tuple | list) and batch[0].dtype == torch.uint8:
+        # Lightning's model summary sends its example input (a float tensor, no labels) through
+        # here too, as training starts: it is neither normalised nor mixed.
+        if not isinstance(batch, tuple | list):
+            return batch
+        if self.uint8_batches and batch[0].dtype == torch.uint8:
             x, y = batch
             batch = normalize(x, self.mean, self.std), y
         if self.mixer is not None and self.trainer is not None and self.trainer.training:
