@@ -5,10 +5,11 @@ by the config values in which it differs from the others (e.g. `data.pipeline=wo
         --out compare.png
 
 `reslab-report` reads a degradation sweep (plain vs residual by depth); this reads any runs.
-Prints a markdown table (train error at the end, final and best validation error on a held-out
-split, the test error and whose weights it is of, steps, precision, wall time) and draws the
-training error (every logging step, smoothed; dashed) and the validation error (each
-validation; solid) against iterations.
+Prints a markdown table (the run's status: completed, failed, interrupted, running or
+stopped; train error at the end, final and best validation error on a held-out split, the test
+error and whose weights it is of, steps, precision, wall time) and draws the training error
+(every logging step, smoothed; dashed) and the validation error (each validation; solid)
+against iterations.
 """
 
 from __future__ import annotations
@@ -125,9 +126,9 @@ def table(run_dirs: Sequence[Path], names: Sequence[str]) -> str:
     validation errors appear only for a split held out from training: on the test set their
     best is a minimum over test evaluations and their final is the test error."""
     lines = [
-        "| run | train error (%) | held-out val error (%): final | best | weights "
+        "| run | status | train error (%) | held-out val error (%): final | best | weights "
         "| test error (%) | steps | precision | wall time |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
     ]
     for run_dir, name in zip(run_dirs, names, strict=True):
         record = run_record.read(run_dir) or {}
@@ -137,7 +138,8 @@ def table(run_dirs: Sequence[Path], names: Sequence[str]) -> str:
         test_err, weights = run_record.reported_test_error(record, config)
         wall = record.get("wall_time_s")
         lines.append(
-            f"| {name} | {_pct((record.get('train_err') or {}).get('final'))} "
+            f"| {name} | {run_record.status(run_dir, record)} "
+            f"| {_pct((record.get('train_err') or {}).get('final'))} "
             f"| {_pct(val.get('final'))} | {_pct(val.get('best'))} | {weights or ''} "
             f"| {_pct(test_err)} "
             f"| {record.get('steps', '')} | {record.get('precision', '')} "

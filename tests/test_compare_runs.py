@@ -33,7 +33,7 @@ def test_labels_table_and_curves_of_two_seeds(
     assert len(rows) == 2
     for seed, (run_dir, row) in enumerate(zip(runs, rows, strict=True)):
         # The seed differs (and data.seed, which follows it: not a label); nothing else does.
-        assert row.startswith(f"| seed={seed} |")
+        assert row.startswith(f"| seed={seed} | completed |")
         record = json.loads((run_dir / "summary.json").read_text())
         assert f"| {record['test_err']:.2f} | 20 | {record['precision']} |" in row
     assert (tmp_path / "curves.png").stat().st_size > 10_000

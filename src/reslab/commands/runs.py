@@ -14,7 +14,6 @@ from pathlib import Path
 from reslab.commands.task import one_line_errors
 from reslab.errors import ConfigError
 from reslab.runs import layout as run_layout
-from reslab.runs import lock as run_lock
 from reslab.runs import record as run_record
 
 
@@ -32,7 +31,7 @@ def describe(run_dir: Path) -> list[str]:
         record = run_record.read(run_dir) or {}
     except run_record.UnreadableRecord:
         record = {"status": "unreadable summary.json"}
-    status = record.get("status") or ("running" if run_lock.is_held(run_dir) else "stopped")
+    status = run_record.status(run_dir, record)
     err = record.get("test_err")
     return [
         stamp,

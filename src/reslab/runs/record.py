@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from reslab.errors import DataError, one_line
 from reslab.models.flops import count_macs
 from reslab.runs import layout as run_layout
+from reslab.runs import lock as run_lock
 from reslab.runs.atomic import WriteError, write_atomic
 from reslab.training.callbacks import ErrorTracker, WallTime
 from reslab.training.scores import TEST_ERR, TRAIN_ERR, VAL_ERR
@@ -49,6 +50,14 @@ def read(run_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         raise UnreadableRecord(f"{path} holds no run record (a JSON object); it is left as it is")
     return record
+
+
+def status(run_dir: str | Path, record: dict[str, Any] | None) -> str:
+    """What became of a run: its record's `status` (completed, failed, interrupted), else
+    `running` while a process holds the dir, else `stopped` (killed before it wrote one)."""
+    if record and record.get("status"):
+        return str(record["status"])
+    return "running" if run_lock.is_held(Path(run_dir)) else "stopped"
 
 
 def finished_metrics(
