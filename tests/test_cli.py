@@ -132,3 +132,36 @@ def test_a_run_dir_is_never_reused_without_resume(
     assert run.code == 2
     assert f"resume=true but there is no run to resume in {missing}" in run.err
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "summary"])
+def test_help_says_what_the_command_does_and_its_examples_compose(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reslab-<command> --help`: a line on the command, examples, the config groups, not the
+    whole config; each example (its placeholders filled) is a command line Hydra composes."""
+    import importlib
+    import re
+    import sys
+
+    from hydra import compose, initialize_config_module
+
+    main = importlib.import_module(f"reslab.commands.{command}").main
+    monkeypatch.setattr(sys, "argv", [f"reslab-{command}", "--help"])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"reslab-{command}: ")
+    assert "\nmodel: " in text and "resnet56" in text and "_target_" not in text
+    # An example, then two spaces or more and what it does.
+    lines = [ln.strip() for ln in text.splitlines() if ln.startswith(f"  reslab-{command} ")]
+    examples = [re.split(r"\s{2,}", ln)[0].split()[1:] for ln in lines]
+    assert len(examples) >= 2
+    for words in examples:
+        # Placeholders stand for any value.
+        args = [w.replace("<dir>", "/data").replace("<run>", "run") for w in words if w != "-m"]
+        if any(a.startswith("resume=logs") for a in args):
+            continue  # a run dir's own overrides (reslab.runs.dirs.expand_resume, its tests)
+        with initialize_config_module("reslab.configs", version_base="1.3"):
+            compose(command, overrides=args)
