@@ -329,3 +329,26 @@ def test_the_module_node_nests_its_net_optimizer_and_schedule(tmp_path: Path) ->
     assert module.num_classes == 100 and len(module.net.layer1) == 9
     optimizer = module.optimizer_factory(module.net.parameters())
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 0.001
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["scheduler=plateau", "data.val_size=5000"], ["experiment=imagenet_resnet_paper"]],
+    ids=["cifar-held-out", "imagenet"],
+)
+def test_a_plateau_schedule_runs_where_validation_is_no_test_set_of_its_own(
+    tmp_path: Path, overrides: list[str], imagefolder_root: Path
+) -> None:
+    """CIFAR with a held-out split, or ImageNet, whose val split is by convention the one it
+    reports (the paper's recipe): the schedule may read it. (CIFAR validating on its test set:
+    refused, test_reliability.py.)"""
+    from reslab.checks.preflight import check_built
+
+    cfg = compose_train(tmp_path, overrides)
+    if "ImageFolder" in cfg.data._target_:
+        with open_dict(cfg):
+            cfg.data.root, cfg.data.num_classes = str(imagefolder_root), 4
+    data = build_datamodule(cfg)
+    module = build_module(cfg)
+    assert module.schedule.monitor == "val/err" and data.val_is_test == ("imagenet" in overrides[0])
+    check_built(build_trainer(cfg), data, module)

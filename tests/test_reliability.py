@@ -359,6 +359,8 @@ BAD = [
     ("data.batch_size=600", "data.batch_size=600 is larger than the 500 training images"),
     ("trainer.accumulate_grad_batches=3", "data.batch_size=50 is the global batch and does not"),
     ("trainer.max_steps=-1", "the run has no end; set one of them"),
+    # A schedule steered by validation, when validation is the CIFAR test set.
+    ("scheduler=plateau", "validation is the test set here, so the test set would steer"),
     # Files where resume reads them.
     ("callbacks.last_checkpoint.dirpath=/tmp/elsewhere", "but resume reads"),
     # Resume with nothing to resume.

@@ -155,7 +155,8 @@ def check_devices(trainer: DictConfig) -> None:
 def check_built(trainer: Any, datamodule: Any, module: Any) -> None:
     """Rules across objects, before compute: the batch splits over the processes and
     micro-batches and fits the training set; `last.ckpt` is where resume reads it; the model's
-    head fits the data's classes; GPU decoding has a GPU to decode on."""
+    head fits the data's classes; GPU decoding has a GPU to decode on; no schedule steers
+    training by the test set."""
     accumulate = trainer.accumulate_grad_batches
     per_device_batch(datamodule.batch_size, trainer.world_size, accumulate)
     images = datamodule.train_size
@@ -176,6 +177,13 @@ def check_built(trainer: Any, datamodule: Any, module: Any) -> None:
         raise ConfigError(
             f"data.decode=gpu decodes on the training GPU but this run trains on {device}; "
             "use trainer=gpu, or data.decode=cpu"
+        )
+    monitor = getattr(getattr(module, "schedule", None), "monitor", None) or ""
+    if monitor.startswith("val") and datamodule.val_is_test and datamodule.hold_out:
+        raise ConfigError(
+            f"the schedule lowers the lr by {monitor} (scheduler.monitor), and validation is "
+            f"the test set here, so the test set would steer training; hold out a split: "
+            f"{datamodule.hold_out}"
         )
     head = module.num_classes
     if head != datamodule.num_classes:

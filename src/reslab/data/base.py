@@ -55,6 +55,9 @@ class ClassificationDataModule(L.LightningDataModule):
     # Validation runs on the test split (not held out from training): its best is then a
     # minimum over test evaluations, so the run reports the final weights' test error.
     val_is_test: bool = True
+    # The option that holds validation out of the test split, where the dataset has a test
+    # split of its own (CIFAR); None where validation is the test split by convention (ImageNet).
+    hold_out: str | None = None
     ten_crop: bool = False
     in_channels = 3
     # Whether the loaders send uint8 batches, converted and normalised on the device (4x less
