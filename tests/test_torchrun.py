@@ -20,7 +20,7 @@ from helpers.processes import BIN, dirs_env, ok, output, run_script
 from helpers.runs import TINY
 
 from reslab.runs import layout as run_layout
-from reslab.training.distributed import launch_time
+from reslab.training.distributed import broken_collective, launch_time
 
 # Each rank waits 2 s x its rank before it starts reslab, so no two ranks name their run dir in
 # the same second.
@@ -79,6 +79,20 @@ def test_every_rank_of_a_torchrun_launch_reads_the_first_ranks_time(
     first = launch_time(fmt)
     assert [launch_time(fmt) for _ in range(3)] == [first] * 3
     del agent_store
+
+
+def test_a_broken_collective_is_told_by_gloos_words_alone() -> None:
+    gloo = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+        "[10.0.0.2]:4321. This is typically caused by a remote worker crashing. Check the logs"
+    )
+    assert broken_collective(gloo) == "gloo: Connection closed by peer [10.0.0.2]:4321"
+    try:  # as Lightning re-raises it, wrapped
+        raise ValueError("step failed") from gloo
+    except ValueError as wrapped:
+        assert broken_collective(wrapped) == broken_collective(gloo)
+    assert broken_collective(BrokenPipeError(32, "Broken pipe")) is None  # stdout piped to head
+    assert broken_collective(RuntimeError("CUDA out of memory")) is None
 
 
 @pytest.mark.slow

@@ -70,6 +70,7 @@ def _expanded(node: Any, root: DictConfig) -> Any:
 
 
 def command_line() -> list[str]:
+    """This eval's overrides as typed (Hydra's `overrides.task`)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 

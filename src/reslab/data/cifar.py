@@ -76,6 +76,8 @@ class CIFARDataModule(ClassificationDataModule):
     `seed` drives the shuffling and crops.
     """
 
+    hold_out = "data.val_size=5000"
+
     def __init__(
         self,
         name: Literal["cifar10", "cifar100"] = "cifar10",
@@ -110,7 +112,6 @@ class CIFARDataModule(ClassificationDataModule):
         self.num_classes, self.input_size = num_classes, (3, 32, 32)
         self.val_size, self.download, self.verify_md5 = val_size, download, verify_md5
         self.val_is_test = val_size == 0
-        self.hold_out = "data.val_size=5000"
 
     def train_augment(self) -> list[Any]:
         """The paper's: zero-pad `pad` pixels, random 32x32 crop, flip with probability `flip`."""

@@ -120,7 +120,8 @@ def _point_children_at_this_job() -> None:
 class HydraDDPStrategy(DDPStrategy):
     """Lightning's DDP (one process per device, started by re-running the command), made safe
     for Hydra multiruns: each sweep job runs once on N processes, in its own run dir. A
-    failure in the launching process names the process whose end caused it (`lost`)."""
+    failure caused by another process's end says so (`lost`): the launching process names
+    that process, the others (torchrun's, srun's) say how they learned of it."""
 
     lost: str | None = None
 
@@ -179,7 +180,7 @@ def broken_collective(error: BaseException | None) -> str | None:
     while error is not None:
         text = str(error)
         for words in _PEER_GONE:
-            if words in text:
+            if words in text and "gloo" in text:  # not a closed stdout pipe, say
                 return "gloo: " + text[text.index(words) :].split(". ")[0].strip()
         error = error.__cause__ or error.__context__
     return None
