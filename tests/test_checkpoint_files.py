@@ -5,6 +5,7 @@ one still load; torch's legacy (non-zip) format is read as zip files are, pickle
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import zipfile
@@ -234,3 +235,21 @@ def test_a_held_save_is_written_by_commit_and_dropped_by_discard(tmp_path: Path)
     writer.save_checkpoint({"step": torch.tensor(4)}, path)
     writer.commit()
     assert torch.load(path)["step"] == 4
+
+
+def test_loggers_hear_of_each_last_ckpt_once_it_is_on_disk(
+    cifar10_root: Path, tmp_path: Path, train_in_process
+) -> None:
+    """A logger that uploads checkpoints when told of a save (W&B's `log_model=all`) finds each
+    held `last.ckpt` written: the epoch ends' (steps 10, 20) and the fit's end (25)."""
+    probe = tmp_path / "probe.jsonl"
+    run = train_in_process(
+        [*FIT_ONLY, "trainer.max_steps=25", f"hydra.run.dir={tmp_path / 'run'}",
+         "+logger.probe._target_=helpers.checkpoint_probe.SavedCheckpoints",
+         f"+logger.probe.path={probe}"],
+        cifar10_root,
+        tmp_path,
+    )  # fmt: skip
+    assert run.code == 0, run.err[-3000:]
+    seen = [json.loads(line)["last_ckpt_step"] for line in probe.read_text().splitlines()]
+    assert {10, 20, 25} <= set(seen), seen

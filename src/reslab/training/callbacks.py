@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import torch
@@ -102,6 +103,11 @@ class LastCheckpoint(ModelCheckpoint):
     def _commit(self, trainer: L.Trainer) -> None:
         if writer := self._writer(trainer):
             writer.commit()
+        if self._unwritten and trainer.is_global_zero:
+            # As ModelCheckpoint does after a save, now that the file is there (W&B's
+            # `log_model=all` uploads it).
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
         self._unwritten = False
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
@@ -135,8 +141,9 @@ class LastCheckpoint(ModelCheckpoint):
             self.save_now(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.save_now(trainer)  # written at once: the fit's last rows are logged
-        self._commit(trainer)  # it replaced any held save
+        with self._held(trainer):
+            self.save_now(trainer)
+        self._commit(trainer)  # at once: the fit's last rows are logged
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
