@@ -17,6 +17,7 @@ import lightning as L
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from reslab.checks.schema import check_targets, import_target, moved_targets, trusted_values
@@ -70,22 +71,23 @@ def _expanded(node: Any, root: DictConfig) -> Any:
 
 
 def command_line() -> list[str]:
-    """This eval's overrides as typed (Hydra's `overrides.task`)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    """The keys and groups this eval's command line sets (`data`, `augmentation.size`)."""
+    typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return [o.key_or_group for o in OverridesParser.create().parse_overrides(typed)
+            if not o.is_delete()]  # fmt: skip
 
 
 def chosen() -> dict[str, str]:
     """The groups of CHOSEN_GROUPS picked on this eval's command line (`data=cifar10`), not
     those a picked group implies (data=imagenet's augmentation)."""
     here = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    picked = {m[1] for o in command_line() if (m := re.match(r"[+~]*([\w/]+)=", o))}
+    picked = set(command_line())
     return {g: here[g] for g in CHOSEN_GROUPS if g in picked and here.get(g) is not None}
 
 
 def given_values(group: str) -> list[str]:
     """The keys of `group` set one by one on this eval's command line (`augmentation.size`)."""
-    keys = (re.match(r"[+~]*([\w.]+)=", o) for o in command_line())
-    return [m[1] for m in keys if m and m[1].startswith(f"{group}.")]
+    return [key for key in command_line() if key.startswith(f"{group}.")]
 
 
 def values_on_top(argv: list[str]) -> list[str]:
